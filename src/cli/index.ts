@@ -1,0 +1,29 @@
+import { Command } from 'commander';
+
+/** Build the `tocfs` command tree. Each subcommand lives in its own module and is registered here. */
+export function buildProgram(): Command {
+  const program = new Command();
+  program
+    .name('tocfs')
+    .description('Lazy-pulling FUSE additional layer store for podman and CRI-O (zstd:chunked)')
+    .showHelpAfterError()
+    .exitOverride();
+  return program;
+}
+
+/** Run the CLI; resolves to the process exit code. */
+export async function main(argv: readonly string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync([...argv]);
+    return 0;
+  } catch (err) {
+    if (isCommanderExit(err)) return err.exitCode;
+    throw err;
+  }
+}
+
+function isCommanderExit(err: unknown): err is { exitCode: number; code: string } {
+  return typeof err === 'object' && err !== null && 'exitCode' in err && 'code' in err &&
+    typeof (err as { code: unknown }).code === 'string' && (err as { code: string }).code.startsWith('commander.');
+}

@@ -1,0 +1,193 @@
+import { createHash } from 'node:crypto';
+import { sha256Digest, type Digest } from '../util/index.js';
+import {
+  checkSections, parseChunkedAnnotations, MAX_TOC_SIZE, type BlobSection, type ChunkedAnnotations,
+} from './annotations.js';
+import { formatError } from './errors.js';
+import { buildLayerToc, type LayerChunk, type LayerFile, type LayerToc } from './layer-toc.js';
+import { decodeToc, firstMetadataDifference, type TocEntry } from './metadata.js';
+import { decodeTarSplit, headersFromTarSplit, rebuildTar, tarSizeFromTarSplit, type TarSplitEntry } from './tarsplit.js';
+import { decompressFrames } from './zstd.js';
+
+/**
+ * Random access to one compressed blob. This is the only way the format code touches layer bytes, so the same
+ * logic serves a local file, a registry blob, or a cache.
+ */
+export interface BlobReader {
+  readonly size: number;
+  /** Bytes [start, end) of the blob; fewer bytes is an error of the reader. */
+  read(start: number, end: number): Promise<Buffer>;
+}
+
+/** A zstd:chunked layer whose TOC (and tar-split) were fetched, authenticated, parsed and validated. */
+export interface ChunkedLayer {
+  annotations: ChunkedAnnotations;
+  toc: LayerToc;
+  /** The decompressed TOC JSON, as authenticated. */
+  tocJson: string;
+  tarSplit?: TarSplitEntry[];
+  /** Exact size of the uncompressed tar, known only with a tar-split. */
+  diffSize?: number;
+}
+
+/** c/storage streams tar-splits without a limit; we cap them so a hostile annotation cannot exhaust memory. */
+export const MAX_TARSPLIT_SIZE = 1 << 30;
+
+function sectionsOf(a: ChunkedAnnotations): { start: number; end: number } {
+  const end = a.tarSplit ? Math.max(a.toc.offset + a.toc.compressed, a.tarSplit.offset + a.tarSplit.compressed) : a.toc.offset + a.toc.compressed;
+  const start = a.tarSplit ? Math.min(a.toc.offset, a.tarSplit.offset) : a.toc.offset;
+  return { start, end };
+}
+
+function slice(all: Buffer, base: number, s: BlobSection): Buffer {
+  return all.subarray(s.offset - base, s.offset - base + s.compressed);
+}
+
+/**
+ * Open a layer from its descriptor annotations: one read covers the TOC and the tar-split (they are adjacent),
+ * the TOC must hash to the annotated digest before it is even decompressed, the tar-split to the TOC's
+ * tarSplitDigest, and both must describe the same files (c/storage's ensureTOCMatchesTarSplit).
+ */
+export async function openChunkedLayer(blob: BlobReader, annotations: Readonly<Record<string, string>>): Promise<ChunkedLayer> {
+  const a = parseChunkedAnnotations(annotations);
+  checkSections(a, blob.size);
+  const span = sectionsOf(a);
+  if (span.end - span.start > MAX_TOC_SIZE + MAX_TARSPLIT_SIZE) {
+    throw formatError('TOC_TOO_LARGE', `TOC and tar-split span ${span.end - span.start} bytes`);
+  }
+  const bytes = await blob.read(span.start, span.end);
+  const tocZ = slice(bytes, span.start, a.toc);
+  const actual = sha256Digest(tocZ);
+  if (actual !== a.tocDigest) {
+    throw formatError('DIGEST_MISMATCH', `TOC digest mismatch: the annotation says ${a.tocDigest}, the bytes at [${a.toc.offset}, ${a.toc.offset + a.toc.compressed}) hash to ${actual}`);
+  }
+  const tocJson = decompressFrames(tocZ, MAX_TOC_SIZE, 'TOC').toString('utf8');
+  const doc = decodeToc(tocJson);
+  const toc = buildLayerToc(doc, a.tocDigest, a.toc.offset - 8);
+  const layer: ChunkedLayer = { annotations: a, toc, tocJson };
+  if (toc.tarSplitDigest === undefined) return layer;
+  if (!a.tarSplit) {
+    throw formatError('ANNOTATION_INVALID', 'the TOC requires a tar-split, but the tarsplit-position annotation does not describe one');
+  }
+  const tsZ = slice(bytes, span.start, a.tarSplit);
+  const tsDigest = sha256Digest(tsZ);
+  if (tsDigest !== toc.tarSplitDigest) {
+    throw formatError('DIGEST_MISMATCH', `tar-split digest mismatch: the TOC says ${toc.tarSplitDigest}, the bytes at [${a.tarSplit.offset}, ${a.tarSplit.offset + a.tarSplit.compressed}) hash to ${tsDigest}`);
+  }
+  const tarSplit = decodeTarSplit(decompressFrames(tsZ, MAX_TARSPLIT_SIZE, 'tar-split').toString('utf8'));
+  await ensureTocMatchesTarSplit(toc, tarSplit);
+  layer.tarSplit = tarSplit;
+  layer.diffSize = tarSizeFromTarSplit(tarSplit);
+  return layer;
+}
+
+/** Every tar header in the tar-split has a TOC entry with the same metadata, and vice versa. */
+export async function ensureTocMatchesTarSplit(toc: LayerToc, tarSplit: readonly TarSplitEntry[]): Promise<void> {
+  const byName = new Map<string, TocEntry>();
+  for (const f of toc.files) byName.set(f.name, f.entry);
+  for (const h of await headersFromTarSplit(tarSplit)) {
+    const t = byName.get(h.name);
+    if (!t) throw formatError('TARSPLIT_MISMATCH', `tar-split has an entry for "${h.name}" that the TOC lacks`);
+    const diff = firstMetadataDifference(t, h);
+    if (diff) throw formatError('TARSPLIT_MISMATCH', `TOC and tar-split disagree on "${h.name}": ${diff}`);
+    byName.delete(h.name);
+  }
+  if (byName.size > 0) {
+    throw formatError('TARSPLIT_MISMATCH', `the TOC has ${byName.size} entries the tar-split lacks, e.g. "${byName.keys().next().value}"`);
+  }
+}
+
+const zeroDigests = new Map<number, Digest>();
+
+/** sha256 of `size` zero bytes, memoised: zero chunks repeat sizes. */
+function zerosDigest(size: number): Digest {
+  let d = zeroDigests.get(size);
+  if (!d) {
+    d = sha256Digest(Buffer.alloc(size));
+    if (zeroDigests.size < 1024) zeroDigests.set(size, d);
+  }
+  return d;
+}
+
+/**
+ * Turn a chunk's compressed bytes (exactly its blob range) into its verified content. Zero chunks need no bytes:
+ * pass undefined. Any mismatch is a FormatError naming the file and offsets; no unverified byte is returned.
+ */
+export function verifyChunk(file: LayerFile, chunk: LayerChunk, compressed: Buffer | undefined): Buffer {
+  const where = `"${file.name}" chunk at file offset ${chunk.fileOffset} (blob [${chunk.start}, ${chunk.end}))`;
+  if (chunk.zeros && compressed === undefined) {
+    const d = zerosDigest(chunk.size);
+    if (d !== chunk.digest) throw formatError('DIGEST_MISMATCH', `${where}: marked zeros, but its digest ${chunk.digest} is not that of ${chunk.size} zero bytes`);
+    return Buffer.alloc(chunk.size);
+  }
+  if (compressed === undefined) throw new TypeError(`${where}: no bytes given for a data chunk`);
+  let data: Buffer;
+  try {
+    data = decompressFrames(compressed, chunk.size, where, 'prefix');
+  } catch (err) {
+    throw formatError('DIGEST_MISMATCH', `${where}: cannot decompress: ${(err as Error).message}`, err);
+  }
+  const actual = sha256Digest(data);
+  if (actual !== chunk.digest) {
+    throw formatError('DIGEST_MISMATCH', `${where}: content hashes to ${actual}, the TOC says ${chunk.digest}`);
+  }
+  return data;
+}
+
+/** Read and verify one chunk through a BlobReader. */
+export async function readChunk(blob: BlobReader, file: LayerFile, chunk: LayerChunk): Promise<Buffer> {
+  if (chunk.zeros) return verifyChunk(file, chunk, undefined);
+  return verifyChunk(file, chunk, await blob.read(chunk.start, chunk.end));
+}
+
+/**
+ * A file's whole content, chunk by chunk, each verified; for chunked files the whole-file digest is checked at
+ * the end too (a TOC could pair valid chunks with a wrong file digest).
+ */
+export async function* readFile(blob: BlobReader, file: LayerFile): AsyncGenerator<Buffer> {
+  const whole = file.chunks.length > 1 ? createHash('sha256') : undefined;
+  for (const c of file.chunks) {
+    const data = await readChunk(blob, file, c);
+    whole?.update(data);
+    yield data;
+  }
+  if (whole) {
+    const d = `sha256:${whole.digest('hex')}`;
+    if (d !== file.digest) throw formatError('DIGEST_MISMATCH', `"${file.name}": its chunks verify, but the whole file hashes to ${d}, the TOC says ${file.digest}`);
+  }
+}
+
+export interface LayerVerification {
+  diffID?: Digest;
+  diffSize?: number;
+  filesRead: number;
+  bytesRead: number;
+}
+
+/**
+ * Read every file through the chunk map, verifying every chunk, and (with a tar-split) rebuild the tar to get
+ * the DiffID. This is `tocfs inspect`'s proof that the layer's two views (TOC and tar) agree.
+ */
+export async function verifyChunkedLayer(blob: BlobReader, layer: ChunkedLayer): Promise<LayerVerification> {
+  const byName = new Map<string, LayerFile>();
+  for (const f of layer.toc.files) byName.set(f.name, f);
+  let filesRead = 0;
+  let bytesRead = 0;
+  const readAll = async function* (f: LayerFile) {
+    filesRead++;
+    for await (const b of readFile(blob, f)) {
+      bytesRead += b.length;
+      yield b;
+    }
+  };
+  if (!layer.tarSplit) {
+    for (const f of layer.toc.files) if (f.type === 'reg' && f.size > 0) for await (const _ of readAll(f)) { /* verified */ }
+    return { filesRead, bytesRead };
+  }
+  const rebuilt = await rebuildTar(layer.tarSplit, (name) => {
+    const f = byName.get(name);
+    if (!f || f.type !== 'reg') throw formatError('TARSPLIT_MISMATCH', `tar-split wants content for "${name}", which is not a regular file in the TOC`);
+    return readAll(f);
+  });
+  return { diffID: rebuilt.diffID, diffSize: rebuilt.size, filesRead, bytesRead };
+}

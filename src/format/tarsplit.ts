@@ -1,0 +1,175 @@
+import { createHash } from 'node:crypto';
+import type { Digest } from '../util/index.js';
+import { Crc64 } from './crc64.js';
+import { formatError } from './errors.js';
+import { goQuote } from './gojson.js';
+import { entryFromHeader, type TocEntry } from './metadata.js';
+import { goClean } from './paths.js';
+import { blockPadding, isValidUtf8, readTar } from './tar.js';
+
+/** One line of tar-split (vbatts/tar-split storage.Entry). */
+export type TarSplitEntry =
+  | { type: 'segment'; payload: Buffer }
+  | { type: 'file'; name: string; nameRaw?: Buffer; size: number; crc: Buffer | null };
+
+const SEGMENT = 2;
+const FILE = 1;
+
+/** The JSON line tar-split's packer writes for `e` at `position` (Go's json.Encoder: one object and "\n"). */
+export function encodeTarSplitLine(e: TarSplitEntry, position: number): string {
+  if (e.type === 'segment') return `{"type":${SEGMENT},"payload":"${e.payload.toString('base64')}","position":${position}}\n`;
+  const name = e.nameRaw && !isValidUtf8(e.nameRaw)
+    ? `"name_raw":"${e.nameRaw.toString('base64')}"`
+    : e.name !== '' ? `"name":${goQuote(e.name)}` : '';
+  const size = e.size ? `"size":${e.size},` : '';
+  const payload = e.crc === null ? 'null' : `"${e.crc.toString('base64')}"`;
+  return `{"type":${FILE},${name ? name + ',' : ''}${size}"payload":${payload},"position":${position}}\n`;
+}
+
+/**
+ * tar-split's JSON packer: numbers the lines and refuses a second file entry whose cleaned name was already seen
+ * (its ErrDuplicatePath), since such a tar cannot be reassembled unambiguously.
+ */
+export class TarSplitPacker {
+  private position = 0;
+  private readonly seen = new Set<string>();
+
+  line(e: TarSplitEntry): string {
+    if (e.type === 'file') {
+      const clean = goClean(e.name);
+      if (this.seen.has(clean)) throw formatError('TAR_INVALID', `the tar has two entries for "${e.name}" (duplicate path)`);
+      this.seen.add(clean);
+    }
+    return encodeTarSplitLine(e, this.position++);
+  }
+}
+
+function tsError(line: number, msg: string): Error {
+  return formatError('TARSPLIT_INVALID', `invalid tar-split line ${line}: ${msg}`);
+}
+
+/** Parse decompressed tar-split JSON lines. Positions are ignored, as tar-split's unpacker does. */
+export function decodeTarSplit(text: string): TarSplitEntry[] {
+  const out: TarSplitEntry[] = [];
+  const seen = new Set<string>();
+  const lines = text.split('\n');
+  if (lines[lines.length - 1] === '') lines.pop();
+  lines.forEach((l, i) => {
+    let o: unknown;
+    try {
+      o = JSON.parse(l);
+    } catch {
+      throw tsError(i + 1, 'not JSON');
+    }
+    if (typeof o !== 'object' || o === null) throw tsError(i + 1, 'not an object');
+    const r = o as Record<string, unknown>;
+    const payload = decodeB64(r.payload, i + 1);
+    if (r.type === SEGMENT) {
+      out.push({ type: 'segment', payload: payload ?? Buffer.alloc(0) });
+      return;
+    }
+    if (r.type !== FILE) throw tsError(i + 1, `unknown type ${JSON.stringify(r.type)}`);
+    const size = r.size ?? 0;
+    if (typeof size !== 'number' || !Number.isSafeInteger(size) || size < 0) throw tsError(i + 1, 'bad size');
+    let name: string;
+    let nameRaw: Buffer | undefined;
+    if (typeof r.name === 'string' && r.name !== '') name = r.name;
+    else if (r.name_raw !== undefined) {
+      nameRaw = decodeB64(r.name_raw, i + 1) ?? Buffer.alloc(0);
+      name = nameRaw.toString('utf8');
+    } else name = '';
+    if (payload !== null && payload.length !== 8) throw tsError(i + 1, `"${name}": CRC-64 must be 8 bytes`);
+    const clean = goClean(name);
+    if (seen.has(clean)) throw tsError(i + 1, `duplicate path "${name}"`);
+    seen.add(clean);
+    out.push({ type: 'file', name, ...(nameRaw ? { nameRaw } : {}), size, crc: payload });
+  });
+  return out;
+}
+
+function decodeB64(v: unknown, line: number): Buffer | null {
+  if (v === null || v === undefined) return null;
+  if (typeof v !== 'string' || !/^[A-Za-z0-9+/]*={0,2}$/.test(v) || v.length % 4 !== 0) throw tsError(line, 'payload is not base64');
+  return Buffer.from(v, 'base64');
+}
+
+/** Uncompressed tar size: all segment bytes plus all file sizes (c/storage's tarSizeFromTarSplit). */
+export function tarSizeFromTarSplit(entries: readonly TarSplitEntry[]): number {
+  let n = 0;
+  for (const e of entries) n += e.type === 'segment' ? e.payload.length : e.size;
+  return n;
+}
+
+/**
+ * The TOC metadata of every tar header recorded in the tar-split (tar-split's asm.IterateHeaders): each header
+ * segment, minus the previous file's padding, is parsed as a tar header.
+ */
+export async function headersFromTarSplit(entries: readonly TarSplitEntry[]): Promise<TocEntry[]> {
+  const out: TocEntry[] = [];
+  let pendingPadding = 0;
+  for (const e of entries) {
+    if (e.type === 'file') {
+      pendingPadding += blockPadding(e.size);
+      continue;
+    }
+    if (e.payload.length < pendingPadding) {
+      throw formatError('TARSPLIT_INVALID', `tar-split segment of ${e.payload.length} bytes is shorter than the ${pendingPadding} bytes of padding it must start with`);
+    }
+    const bytes = e.payload.subarray(pendingPadding);
+    pendingPadding = 0;
+    for await (const ev of readTar([bytes])) {
+      if (ev.kind === 'entry') out.push(entryFromHeader(ev.header));
+      break;
+    }
+  }
+  return out;
+}
+
+/** Where reassembly gets a file's verified content. */
+export type ContentGetter = (name: string, size: number) => AsyncIterable<Uint8Array> | Iterable<Uint8Array>;
+
+export interface RebuiltTar {
+  diffID: Digest;
+  size: number;
+}
+
+/**
+ * Rebuild the layer tar from the tar-split and file contents (tar-split's WriteOutputTarStream), checking every
+ * file's length and CRC-64, and hash it: the DiffID of the layer. `sink` receives the tar if it wants it.
+ */
+export async function rebuildTar(
+  entries: readonly TarSplitEntry[],
+  content: ContentGetter,
+  sink?: (chunk: Uint8Array) => void | Promise<void>,
+): Promise<RebuiltTar> {
+  const hash = createHash('sha256');
+  let size = 0;
+  const emit = async (b: Uint8Array) => {
+    hash.update(b);
+    size += b.length;
+    if (sink) await sink(b);
+  };
+  for (const e of entries) {
+    if (e.type === 'segment') {
+      await emit(e.payload);
+      continue;
+    }
+    if (e.size === 0) continue;
+    const crc = new Crc64();
+    let got = 0;
+    for await (const piece of content(e.name, e.size)) {
+      got += piece.length;
+      if (got > e.size) break;
+      crc.update(piece);
+      await emit(piece);
+    }
+    if (got !== e.size) {
+      throw formatError('CRC_MISMATCH', `"${e.name}": content is ${got} bytes, the tar-split says ${e.size}`);
+    }
+    const actual = crc.digest();
+    if (e.crc === null || !actual.equals(e.crc)) {
+      throw formatError('CRC_MISMATCH', `"${e.name}": CRC-64 of the content is ${actual.toString('hex')}, the tar-split says ${e.crc?.toString('hex') ?? 'none'}`);
+    }
+  }
+  return { diffID: `sha256:${hash.digest('hex')}`, size };
+}

@@ -23,3 +23,4 @@ export { Chunker, type ChunkBoundary } from './rollsum.js';
 export { compressFrame, decompressFrames, skippableHeader } from './zstd.js';
 export { cleanAbsPath, goClean } from './paths.js';
 export { formatRfc3339Nano, parseRfc3339 } from './times.js';
+export { writeZstdChunked, type WriterOptions, type WriterResult, type BlobSink } from './writer.js';

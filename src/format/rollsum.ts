@@ -31,6 +31,11 @@ export class Chunker {
   /** Length of the zero run that ends at `pos` and is not yet decided (data or hole). */
   private pendingZeros = 0;
 
+  /** Bytes whose chunk is decided: everything consumed except a trailing run of zeros still being measured. */
+  get decided(): number {
+    return this.pos;
+  }
+
   /**
    * Consume `data`; returns the chunks that ended inside it. Data-chunk boundaries depend only on the bytes, never
    * on how the payload is split into calls.

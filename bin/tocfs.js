@@ -1,11 +1,3 @@
 #!/usr/bin/env node
-// Entry point of the `tocfs` command: the compiled CLI lives in dist/ (built by `npm run build`).
-import { main } from '../dist/src/cli/index.js';
-
-main(process.argv).then(
-  (code) => { process.exitCode = code; },
-  (err) => {
-    process.stderr.write(`tocfs: ${err instanceof Error ? err.message : String(err)}\n`);
-    process.exitCode = 1;
-  },
-);
+// The `tocfs` command. The TypeScript sources are compiled to dist/ by `npm run build` (npm test builds too).
+import '../dist/src/cli/main.js';

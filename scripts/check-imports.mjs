@@ -13,8 +13,9 @@ const allowed = {
   registry: ['util', 'format'],
   layer: ['util', 'format'],
   store: ['util', 'format', 'layer', 'registry', 'fuse'],
-  daemon: ['util', 'format', 'layer', 'registry', 'fuse', 'store'],
-  cli: ['util', 'format', 'layer', 'registry', 'fuse', 'store', 'daemon'],
+  daemon: ['util', 'format', 'layer', 'registry', 'fuse', 'store', 'convert'],
+  convert: ['util', 'format', 'registry'],
+  cli: ['util', 'format', 'layer', 'registry', 'fuse', 'store', 'daemon', 'convert'],
 };
 
 function walk(dir) {

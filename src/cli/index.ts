@@ -1,4 +1,7 @@
 import { Command } from 'commander';
+import { TocfsError } from '../util/index.js';
+import { registerConvert } from './convert.js';
+import { registerInspect } from './inspect.js';
 
 /** Build the `tocfs` command tree. Each subcommand lives in its own module and is registered here. */
 export function buildProgram(): Command {
@@ -8,6 +11,8 @@ export function buildProgram(): Command {
     .description('Lazy-pulling FUSE additional layer store for podman and CRI-O (zstd:chunked)')
     .showHelpAfterError()
     .exitOverride();
+  registerInspect(program);
+  registerConvert(program);
   return program;
 }
 
@@ -19,6 +24,11 @@ export async function main(argv: readonly string[]): Promise<number> {
     return 0;
   } catch (err) {
     if (isCommanderExit(err)) return err.exitCode;
+    // Errors we raise on purpose carry a message written for a person; print it without a stack trace.
+    if (err instanceof TocfsError) {
+      process.stderr.write(`tocfs: ${err.message}\n`);
+      return 1;
+    }
     throw err;
   }
 }

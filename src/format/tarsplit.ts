@@ -107,11 +107,16 @@ export function tarSizeFromTarSplit(entries: readonly TarSplitEntry[]): number {
 export async function headersFromTarSplit(entries: readonly TarSplitEntry[]): Promise<TocEntry[]> {
   const out: TocEntry[] = [];
   let pendingPadding = 0;
+  // After the end-of-archive blocks come the input's trailing bytes (kept verbatim for the DiffID): they are not
+  // headers, and no file may follow them, since tar readers stop at the end marker.
+  let ended = false;
   for (const e of entries) {
     if (e.type === 'file') {
+      if (ended) throw formatError('TARSPLIT_INVALID', `tar-split has an entry for "${e.name}" after the end-of-archive blocks`);
       pendingPadding += blockPadding(e.size);
       continue;
     }
+    if (ended) continue;
     if (e.payload.length < pendingPadding) {
       throw formatError('TARSPLIT_INVALID', `tar-split segment of ${e.payload.length} bytes is shorter than the ${pendingPadding} bytes of padding it must start with`);
     }
@@ -119,6 +124,7 @@ export async function headersFromTarSplit(entries: readonly TarSplitEntry[]): Pr
     pendingPadding = 0;
     for await (const ev of readTar([bytes])) {
       if (ev.kind === 'entry') out.push(entryFromHeader(ev.header));
+      else if (ev.kind === 'end') ended = true;
       break;
     }
   }

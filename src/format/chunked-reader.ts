@@ -109,12 +109,19 @@ function zerosDigest(size: number): Digest {
   return d;
 }
 
+/** What verifying a chunk needs to know about it. */
+export interface ChunkSpec {
+  size: number;
+  digest: Digest;
+  zeros: boolean;
+}
+
 /**
- * Turn a chunk's compressed bytes (exactly its blob range) into its verified content. Zero chunks need no bytes:
- * pass undefined. Any mismatch is a FormatError naming the file and offsets; no unverified byte is returned.
+ * Turn a chunk's compressed bytes into its verified content; zero chunks need no bytes (pass undefined).
+ * `where` names the chunk for a person (file, offsets). Any mismatch is a FormatError; no unverified byte is
+ * ever returned.
  */
-export function verifyChunk(file: LayerFile, chunk: LayerChunk, compressed: Buffer | undefined): Buffer {
-  const where = `"${file.name}" chunk at file offset ${chunk.fileOffset} (blob [${chunk.start}, ${chunk.end}))`;
+export function verifyChunkBytes(where: string, chunk: ChunkSpec, compressed: Buffer | undefined): Buffer {
   if (chunk.zeros && compressed === undefined) {
     const d = zerosDigest(chunk.size);
     if (d !== chunk.digest) throw formatError('DIGEST_MISMATCH', `${where}: marked zeros, but its digest ${chunk.digest} is not that of ${chunk.size} zero bytes`);
@@ -132,6 +139,12 @@ export function verifyChunk(file: LayerFile, chunk: LayerChunk, compressed: Buff
     throw formatError('DIGEST_MISMATCH', `${where}: content hashes to ${actual}, the TOC says ${chunk.digest}`);
   }
   return data;
+}
+
+/** verifyChunkBytes for a chunk of a LayerFile, named by file and offsets. */
+export function verifyChunk(file: LayerFile, chunk: LayerChunk, compressed: Buffer | undefined): Buffer {
+  const where = `"${file.name}" chunk at file offset ${chunk.fileOffset} (blob [${chunk.start}, ${chunk.end}))`;
+  return verifyChunkBytes(where, chunk, compressed);
 }
 
 /** Read and verify one chunk through a BlobReader. */

@@ -1,0 +1,213 @@
+import { createHash } from 'node:crypto';
+import { verifyChunkBytes } from '../format/index.js';
+import { TocfsError, type Digest } from '../util/index.js';
+import type { ChunkCache } from './cache.js';
+import type { ChunkView, LayerTree } from './tree.js';
+
+/** The seam to compressed bytes (design.md §2): a registry blob, a local file, a cache. */
+export interface BlobSource {
+  readonly size: number;
+  readRanges(ranges: readonly { start: number; end: number }[], signal?: AbortSignal): Promise<Buffer[]>;
+}
+
+/** A read that cannot be served with verified bytes. The store answers EIO and logs `message`. */
+export class ContentError extends TocfsError {}
+
+export interface ContentLogger {
+  error(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+}
+
+export interface ContentOptions {
+  /** Names the layer in log lines: "<ref> layer <digest>". */
+  name: string;
+  /** Uncompressed bytes to fetch ahead of a sequential reader. */
+  readaheadBytes?: number;
+  /** Largest chunk we will decompress in memory. */
+  maxChunkBytes?: number;
+  logger?: ContentLogger;
+}
+
+export interface ContentStats {
+  /** Compressed bytes fetched from the source. */
+  fetchedBytes: number;
+  fetches: number;
+  /** Uncompressed bytes handed to readers. */
+  servedBytes: number;
+  verifyFailures: number;
+}
+
+const MAX_CHUNK_DEFAULT = 512 << 20;
+const ZERO = Buffer.alloc(1 << 20);
+const zeroDigests = new Map<number, Digest>();
+
+/** sha256 of `size` zeros, hashed in pieces (a hole can be gigabytes) and memoised. */
+function zerosDigest(size: number): Digest {
+  let d = zeroDigests.get(size);
+  if (d) return d;
+  const h = createHash('sha256');
+  for (let left = size; left > 0; left -= ZERO.length) h.update(ZERO.subarray(0, Math.min(left, ZERO.length)));
+  d = `sha256:${h.digest('hex')}`;
+  if (zeroDigests.size < 4096) zeroDigests.set(size, d);
+  return d;
+}
+
+/**
+ * Serves file contents of one layer: chunk map → shared cache → fetch plan → decompress → verify (design.md §3).
+ * Only verified bytes leave this class; everything else is a ContentError.
+ */
+export class LayerContent {
+  readonly stats: ContentStats = { fetchedBytes: 0, fetches: 0, servedBytes: 0, verifyFailures: 0 };
+  /** Where each file's last read ended: a read starting there is sequential and earns readahead. */
+  private readonly lastEnd = new Map<number, number>();
+  private readonly readahead: number;
+  private readonly maxChunk: number;
+
+  constructor(
+    private readonly tree: LayerTree,
+    private readonly source: BlobSource,
+    private readonly cache: ChunkCache,
+    private readonly opts: ContentOptions,
+  ) {
+    this.readahead = opts.readaheadBytes ?? 4 << 20;
+    this.maxChunk = opts.maxChunkBytes ?? MAX_CHUNK_DEFAULT;
+  }
+
+  /** Bytes [offset, offset+size) of regular file `node` (fewer at end of file), as verified slices. */
+  async read(node: number, offset: number, size: number, signal?: AbortSignal): Promise<Buffer[]> {
+    const fileSize = this.tree.attr(node).size;
+    const end = Math.min(offset + size, fileSize);
+    if (offset >= end) return [];
+    const first = this.tree.chunkAt(node, offset);
+    const last = this.tree.chunkAt(node, end - 1);
+    const wanted: number[] = [];
+    for (let i = first; i <= last; i++) wanted.push(i);
+    const sequential = offset === 0 || this.lastEnd.get(node) === offset;
+    this.lastEnd.set(node, end);
+    const ahead = sequential ? this.readaheadAfter(node, last) : [];
+    const results = this.obtain(node, wanted, ahead);
+    const parts = await abortable(Promise.all(results), signal);
+    const out: Buffer[] = [];
+    for (let k = 0; k < wanted.length; k++) {
+      const c = this.tree.chunk(node, wanted[k]!);
+      const data = parts[k];
+      const from = Math.max(offset, c.fileOffset) - c.fileOffset;
+      const to = Math.min(end, c.fileOffset + c.size) - c.fileOffset;
+      // A zero chunk (verified, never fetched) becomes just the zeros this read needs, however big the hole.
+      out.push(data === undefined ? zeroSlice(to - from) : data.subarray(from, to));
+    }
+    this.stats.servedBytes += end - offset;
+    return out;
+  }
+
+  private readaheadAfter(node: number, last: number): number[] {
+    const ahead: number[] = [];
+    let budget = this.readahead;
+    for (let i = last + 1; i < this.tree.chunkCount(node) && budget > 0; i++) {
+      const c = this.tree.chunk(node, i);
+      budget -= c.size;
+      if (!c.zeros && !this.cache.has(c.digest)) ahead.push(i);
+    }
+    return ahead;
+  }
+
+  /**
+   * Promises for the chunks `wanted` (in order). Cached and in-flight chunks are reused; the rest, plus the
+   * readahead chunks, go out in one batch (the source merges nearby ranges into multi-range requests).
+   */
+  private obtain(node: number, wanted: number[], ahead: number[]): Promise<Buffer | undefined>[] {
+    const results: Promise<Buffer | undefined>[] = [];
+    const toFetch: { chunk: ChunkView; resolve: (b: Buffer) => void; reject: (e: unknown) => void }[] = [];
+    const schedule = (c: ChunkView): Promise<Buffer> => {
+      let resolve!: (b: Buffer) => void;
+      let reject!: (e: unknown) => void;
+      const p = new Promise<Buffer>((res, rej) => { resolve = res; reject = rej; });
+      toFetch.push({ chunk: c, resolve, reject });
+      return this.cache.track(c.digest, p);
+    };
+    for (const i of wanted) {
+      const c = this.tree.chunk(node, i);
+      if (c.zeros) {
+        results.push(Promise.resolve().then(() => this.zeros(node, c)));
+        continue;
+      }
+      const cached = this.cache.get(c.digest);
+      if (cached) {
+        results.push(Promise.resolve(cached));
+        continue;
+      }
+      this.cache.misses++;
+      results.push(this.cache.pending(c.digest) ?? schedule(c));
+    }
+    for (const i of ahead) {
+      const c = this.tree.chunk(node, i);
+      if (!this.cache.has(c.digest)) schedule(c).catch(() => { /* readahead failures surface when read */ });
+    }
+    if (toFetch.length > 0) void this.fetch(node, toFetch);
+    return results;
+  }
+
+  private async fetch(node: number, batch: { chunk: ChunkView; resolve: (b: Buffer) => void; reject: (e: unknown) => void }[]): Promise<void> {
+    const tooBig = batch.filter((b) => b.chunk.size > this.maxChunk);
+    for (const b of tooBig) {
+      b.reject(this.error(node, b.chunk, `chunk of ${b.chunk.size} bytes exceeds the ${this.maxChunk}-byte in-memory limit`));
+    }
+    const items = batch.filter((b) => b.chunk.size <= this.maxChunk);
+    if (items.length === 0) return;
+    let buffers: Buffer[];
+    try {
+      this.stats.fetches++;
+      buffers = await this.source.readRanges(items.map((b) => ({ start: b.chunk.start, end: b.chunk.end })));
+    } catch (err) {
+      for (const b of items) b.reject(this.error(node, b.chunk, `fetch failed: ${(err as Error).message}`, err));
+      return;
+    }
+    items.forEach((b, k) => {
+      const compressed = buffers[k]!;
+      this.stats.fetchedBytes += compressed.length;
+      try {
+        if (compressed.length !== b.chunk.end - b.chunk.start) throw new Error(`source returned ${compressed.length} bytes for ${b.chunk.end - b.chunk.start}`);
+        const data = verifyChunkBytes(this.where(node, b.chunk), b.chunk, compressed);
+        this.cache.set(b.chunk.digest, data);
+        b.resolve(data);
+      } catch (err) {
+        this.stats.verifyFailures++;
+        b.reject(this.error(node, b.chunk, (err as Error).message, err));
+      }
+    });
+  }
+
+  /** Verify a zero chunk's digest; undefined stands for "zeros" (read() makes the slice it needs). */
+  private zeros(node: number, c: ChunkView): undefined {
+    if (zerosDigest(c.size) !== c.digest) {
+      this.stats.verifyFailures++;
+      throw this.error(node, c, `marked zeros, but its digest ${c.digest} is not that of ${c.size} zero bytes`);
+    }
+    return undefined;
+  }
+
+  private where(node: number, c: ChunkView): string {
+    return `${this.opts.name}: "${this.tree.pathOf(node)}" chunk at file offset ${c.fileOffset} (blob [${c.start}, ${c.end}))`;
+  }
+
+  private error(node: number, c: ChunkView, why: string, cause?: unknown): ContentError {
+    const msg = why.startsWith(this.opts.name) ? why : `${this.where(node, c)}: ${why}`;
+    this.opts.logger?.error({ layer: this.opts.name, path: this.tree.pathOf(node), fileOffset: c.fileOffset, blobStart: c.start, blobEnd: c.end }, msg);
+    return new ContentError('EIO', msg, cause === undefined ? undefined : { cause });
+  }
+}
+
+function zeroSlice(n: number): Buffer {
+  return n <= ZERO.length ? ZERO.subarray(0, n) : Buffer.alloc(n);
+}
+
+function abortable<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return p;
+  if (signal.aborted) return Promise.reject(new ContentError('EINTR', 'read interrupted'));
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(new ContentError('EINTR', 'read interrupted'));
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then((v) => { signal.removeEventListener('abort', onAbort); resolve(v); },
+      (e) => { signal.removeEventListener('abort', onAbort); reject(e); });
+  });
+}

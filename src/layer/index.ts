@@ -1,0 +1,7 @@
+// One lazily readable layer: the inode tree built from its TOC, and the verified content reader.
+export {
+  LayerTree, LayerTreeError, S_IFMT, S_IFDIR, S_IFREG, S_IFLNK, S_IFCHR, S_IFBLK, S_IFIFO,
+  type NodeAttr, type ChunkView,
+} from './tree.js';
+export { LayerContent, ContentError, type BlobSource, type ContentOptions, type ContentStats, type ContentLogger } from './content.js';
+export { ChunkCache } from './cache.js';

@@ -1,0 +1,187 @@
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { decompress } from 'zstd-napi';
+import { openChunkedLayer, readTar } from '../../src/format/index.js';
+import {
+  ChunkCache, LayerContent, LayerTree, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG,
+  type BlobSource, type ContentError,
+} from '../../src/layer/index.js';
+import { loadFixtures, type Fixture } from '../format/fixtures.js';
+
+/** A BlobSource over bytes in memory that counts what it is asked for. */
+class CountingSource implements BlobSource {
+  calls = 0;
+  ranges = 0;
+  bytes = 0;
+  constructor(private readonly blob: Buffer, private readonly delayMs = 0) {}
+  get size() { return this.blob.length; }
+  async readRanges(ranges: readonly { start: number; end: number }[]): Promise<Buffer[]> {
+    this.calls++;
+    this.ranges += ranges.length;
+    if (this.delayMs) await new Promise((r) => setTimeout(r, this.delayMs));
+    return ranges.map((r) => { this.bytes += r.end - r.start; return this.blob.subarray(r.start, r.end); });
+  }
+}
+
+async function openFixture(fx: Fixture, blob = readFileSync(fx.blobPath)) {
+  const mem = { size: blob.length, read: async (s: number, e: number) => blob.subarray(s, e) };
+  const layer = await openChunkedLayer(mem, fx.descriptor.annotations);
+  return { tree: new LayerTree(layer.toc), blob };
+}
+
+function resolve(tree: LayerTree, path: string): number {
+  let node = 0;
+  for (const part of path.split('/').filter(Boolean)) {
+    const next = tree.lookup(node, part);
+    assert.notEqual(next, undefined, `${path}: ${part} not found`);
+    node = next!;
+  }
+  return node;
+}
+
+/** The files of the tar the blob decompresses to: path → content. */
+async function tarContents(blob: Buffer): Promise<Map<string, Buffer>> {
+  const files = new Map<string, Buffer>();
+  let current: { name: string; parts: Buffer[] } | undefined;
+  for await (const ev of readTar([decompress(blob)])) {
+    if (ev.kind === 'entry') {
+      if (current) files.set(current.name, Buffer.concat(current.parts));
+      const base = ev.header.name.split('/').pop()!;
+      // Whiteouts are not files of the lower layer: overlay sees them as 0:0 devices (tested above).
+      current = ev.header.typeflag === '0' && !base.startsWith('.wh.') ? { name: '/' + ev.header.name.replace(/^\.?\//, ''), parts: [] } : undefined;
+    } else if (ev.kind === 'data' && current) current.parts.push(ev.data);
+  }
+  if (current) files.set(current.name, Buffer.concat(current.parts));
+  return files;
+}
+
+describe('layer: tree', () => {
+  const fx = loadFixtures().find((f) => f.name === 'basic-pax')!;
+
+  it('presents types, modes, owners, devices, symlinks and hardlinks as the TOC says', async () => {
+    const { tree } = await openFixture(fx);
+    const a = (p: string) => tree.attr(resolve(tree, p));
+    assert.equal(a('/etc').mode, S_IFDIR | 0o755);
+    assert.equal(a('/etc/empty').mode, S_IFREG | 0o600);
+    assert.equal(a('/etc/empty').uid, 1000);
+    assert.equal(a('/usr/bin/tool').mode, S_IFREG | 0o4755);
+    assert.equal(a('/usr/bin/tool').size, 1048576);
+    assert.equal(resolve(tree, '/usr/bin/tool'), resolve(tree, '/usr/bin/tool-link'), 'hardlinks share a node');
+    assert.equal(a('/usr/bin/tool').nlink, 2);
+    assert.equal(a('/usr/bin/rel').mode & S_IFMT, S_IFLNK);
+    assert.equal(tree.readlink(resolve(tree, '/usr/bin/abs')), '/usr/bin/tool');
+    assert.equal(a('/usr/bin/abs').size, '/usr/bin/tool'.length);
+    assert.deepEqual([a('/dev/null').mode & S_IFMT, a('/dev/null').rdevMajor, a('/dev/null').rdevMinor], [S_IFCHR, 1, 3]);
+    assert.deepEqual([a('/dev/loop0').mode & S_IFMT, a('/dev/loop0').rdevMajor, a('/dev/loop0').gid], [S_IFBLK, 7, 6]);
+    assert.equal(a('/dev/fifo').mode & S_IFMT, S_IFIFO);
+    assert.notEqual(tree.lookup(resolve(tree, '/usr/share'), 'ünïcødé-名前.txt'), undefined);
+    assert.equal(a('/usr/bin/capped').mtimeNsec, 123456789);
+  });
+
+  it('turns .wh.X into a 0:0 character device and .wh..wh..opq into opaque xattrs', async () => {
+    const { tree } = await openFixture(fx);
+    const varDir = resolve(tree, '/var');
+    const names = Array.from({ length: tree.childCount(varDir) }, (_, i) => tree.child(varDir, i).name);
+    assert.deepEqual(names, ['cache', 'removed']);
+    const wh = tree.attr(resolve(tree, '/var/removed'));
+    assert.deepEqual([wh.mode, wh.rdevMajor, wh.rdevMinor, wh.uid, wh.size], [S_IFCHR, 0, 0, 0, 0]);
+    const cache = resolve(tree, '/var/cache');
+    assert.equal(tree.lookup(cache, '.wh..wh..opq'), undefined);
+    assert.deepEqual([...(tree.xattrsOf(cache)?.keys() ?? [])].sort(), ['trusted.overlay.opaque', 'user.overlay.opaque']);
+    assert.equal(tree.xattrsOf(cache)!.get('user.overlay.opaque')!.toString(), 'y');
+  });
+
+  it('serves image xattrs but never overlay ones from the image', async () => {
+    const { tree } = await openFixture(fx);
+    const x = tree.xattrsOf(resolve(tree, '/usr/bin/capped'))!;
+    assert.deepEqual([...x.keys()].sort(), ['security.capability', 'user.comment']);
+  });
+
+  it('gives an implicit root 0755 root:root and the newest mtime of the layer', async () => {
+    const { tree } = await openFixture(fx);
+    const root = tree.attr(0);
+    assert.equal(root.mode, S_IFDIR | 0o755);
+    assert.equal(root.uid, 0);
+    const toc = JSON.parse(fx.tocJson) as { entries: { modtime?: string }[] };
+    const newest = Math.max(...toc.entries.filter((e) => e.modtime).map((e) => Math.floor(Date.parse(e.modtime!) / 1000)));
+    assert.equal(root.mtimeSec, newest);
+    assert.equal(root.nlink, 2 + 4);
+  });
+
+  it('takes root metadata from a "./" entry when the layer has one', async () => {
+    const big = loadFixtures().find((f) => f.name === 'big-chunked')!;
+    const { tree } = await openFixture(big);
+    const toc = JSON.parse(big.tocJson) as { entries: { name: string; mode: number; modtime: string }[] };
+    const rootEntry = toc.entries.find((e) => e.name === './')!;
+    assert.equal(tree.attr(0).mode, S_IFDIR | rootEntry.mode);
+    assert.equal(tree.attr(0).mtimeSec, Date.parse(rootEntry.modtime) / 1000);
+  });
+});
+
+describe('layer: content', () => {
+  for (const fx of loadFixtures()) {
+    it(`${fx.name}: every file reads back as in the tar, through verified chunks`, async () => {
+      const { tree, blob } = await openFixture(fx);
+      const expected = await tarContents(blob);
+      const content = new LayerContent(tree, new CountingSource(blob), new ChunkCache(64 << 20), { name: fx.name });
+      for (const [path, data] of expected) {
+        const node = resolve(tree, path);
+        // Read in odd-sized pieces across chunk boundaries.
+        const parts: Buffer[] = [];
+        for (let off = 0; off < data.length; off += 77_777) parts.push(...(await content.read(node, off, 77_777)));
+        assert.ok(Buffer.concat(parts).equals(data), path);
+      }
+    });
+  }
+
+  it('never fetches zero chunks, and fetches each chunk once for concurrent readers', async () => {
+    const fx = loadFixtures().find((f) => f.name === 'big-chunked')!;
+    const { tree, blob } = await openFixture(fx);
+    const src = new CountingSource(blob, 20);
+    const content = new LayerContent(tree, src, new ChunkCache(64 << 20), { name: fx.name, readaheadBytes: 0 });
+    const node = resolve(tree, '/model.bin');
+    const size = tree.attr(node).size;
+    const tail = await content.read(node, size - 65536, 65536);
+    assert.ok(Buffer.concat(tail).equals(Buffer.alloc(65536)));
+    assert.equal(src.calls, 0, 'the 1 MiB zero tail is synthesised');
+    await Promise.all(Array.from({ length: 16 }, () => content.read(node, 0, 4096)));
+    assert.equal(src.ranges, 1, '16 concurrent readers of one chunk share one fetch');
+  });
+
+  it('fetches ahead for sequential readers in batched ranges', async () => {
+    const fx = loadFixtures().find((f) => f.name === 'big-chunked')!;
+    const { tree, blob } = await openFixture(fx);
+    const src = new CountingSource(blob);
+    const content = new LayerContent(tree, src, new ChunkCache(64 << 20), { name: fx.name, readaheadBytes: 8 << 20 });
+    const node = resolve(tree, '/model.bin');
+    for (let off = 0; off < tree.attr(node).size; off += 131072) await content.read(node, off, 131072);
+    assert.ok(src.calls <= 3, `${src.calls} source calls for ${tree.chunkCount(node)} chunks`);
+  });
+
+  it('answers a corrupt chunk with an error naming layer, path and offsets, and keeps serving other files', async () => {
+    const fx = loadFixtures().find((f) => f.name === 'basic-pax')!;
+    const toc = JSON.parse(fx.tocJson) as { entries: { name: string; offset?: number }[] };
+    const victim = toc.entries.find((e) => e.name === 'usr/share/text.txt')!;
+    const blob = Buffer.from(readFileSync(fx.blobPath));
+    blob[victim.offset! + 30] ^= 0x55;
+    const { tree } = await openFixture(fx); // TOC region untouched: the layer opens
+    const errors: string[] = [];
+    const content = new LayerContent(tree, new CountingSource(blob), new ChunkCache(64 << 20), {
+      name: 'test/ref layer x', logger: { error: (_o, m) => errors.push(m), warn: () => {} },
+    });
+    await assert.rejects(content.read(resolve(tree, '/usr/share/text.txt'), 0, 4096), (e: ContentError) =>
+      e.code === 'EIO' && /test\/ref layer x: "\/usr\/share\/text\.txt" chunk at file offset 0 \(blob \[\d+, \d+\)\)/.test(e.message));
+    assert.equal(errors.length, 1);
+    const ok = await content.read(resolve(tree, '/etc/hostname'), 0, 100);
+    assert.equal(Buffer.concat(ok).length, 6);
+    assert.equal((await tarContents(readFileSync(fx.blobPath))).get('/etc/hostname')!.toString(), Buffer.concat(ok).toString());
+  });
+
+  it('turns a failing source into an error, not a hang', async () => {
+    const fx = loadFixtures()[0]!;
+    const { tree } = await openFixture(fx);
+    const failing: BlobSource = { size: 1 << 30, readRanges: async () => { throw new Error('registry unreachable'); } };
+    const content = new LayerContent(tree, failing, new ChunkCache(1 << 20), { name: 'l' });
+    await assert.rejects(content.read(resolve(tree, '/etc/hostname'), 0, 10), /fetch failed: registry unreachable/);
+  });
+});

@@ -62,36 +62,20 @@ interface Row {
   goal: string;
 }
 
-interface Listing {
-  cold: number;
-  warm: number;
-}
+const ls = (root: string): Promise<number> => sh(`ls -lR "${root}/tree" > /dev/null`);
+const dd = (root: string): Promise<number> => sh(`dd if="${root}/big.bin" of=/dev/null bs=1M status=none`);
+const par = (root: string): Promise<number> =>
+  sh(Array.from({ length: 8 }, (_, k) => `dd if="${root}/par${k}.bin" of=/dev/null bs=1M status=none &`).join(' ') + ' wait');
 
-async function listing(root: string, cold: boolean): Promise<Listing> {
-  const runs: number[] = [];
-  for (let i = 0; i < RUNS; i++) {
-    if (cold) await dropCaches();
-    runs.push(await sh(`ls -lR "${root}/tree" > /dev/null`));
+/** Runs of tmpfs and FUSE alternate, so a change of machine load hits both sides alike. */
+class Samples {
+  readonly m = new Map<string, number[]>();
+  add(k: string, v: number): void {
+    this.m.set(k, [...(this.m.get(k) ?? []), v]);
   }
-  const warm = median([await sh(`ls -lR "${root}/tree" > /dev/null`), await sh(`ls -lR "${root}/tree" > /dev/null`)]);
-  return { cold: median(runs), warm };
-}
-
-async function reads(root: string): Promise<{ readCold: number; readWarm: number; par: number }> {
-  const dd = `dd if="${root}/big.bin" of=/dev/null bs=1M status=none`;
-  const colds: number[] = [];
-  const warms: number[] = [];
-  for (let i = 0; i < RUNS; i++) {
-    await dropCaches();
-    colds.push(await sh(dd));
-    warms.push(await sh(dd));
+  med(k: string): number {
+    return median(this.m.get(k) ?? [NaN]);
   }
-  const pars: number[] = [];
-  for (let i = 0; i < RUNS; i++) {
-    await dropCaches();
-    pars.push(await sh(Array.from({ length: 8 }, (_, k) => `dd if="${root}/par${k}.bin" of=/dev/null bs=1M status=none &`).join(' ') + ' wait'));
-  }
-  return { readCold: median(colds), readWarm: median(warms), par: median(pars) };
 }
 
 async function main(): Promise<void> {
@@ -118,14 +102,37 @@ async function main(): Promise<void> {
       server!.child.send({ cmd: 'config', xattrPolicy });
       await server!.waitFor((m) => m.type === 'configured', 10_000, n);
     };
-    const tl = await listing(tmpfs, false);
-    await configure('enodata');
-    const fl = await listing(fuse, true);
-    const getxattrs = ((await server.stats()).session as { byOp: Record<string, number> }).byOp.GETXATTR ?? 0;
-    await configure('eopnotsupp');
-    const fl2 = await listing(fuse, true);
-    const t = await reads(tmpfs);
-    const f = await reads(fuse);
+    const S = new Samples();
+    let getxattrs = 0;
+    for (let i = 0; i < RUNS; i++) {
+      await dropCaches();
+      S.add('ls.tmpfs.cold', await ls(tmpfs));
+      S.add('ls.tmpfs.warm', await ls(tmpfs));
+      await configure('enodata');
+      const before = ((await server.stats()).session as { byOp: Record<string, number> }).byOp.GETXATTR ?? 0;
+      await dropCaches();
+      S.add('ls.fuse.cold', await ls(fuse));
+      getxattrs = (((await server.stats()).session as { byOp: Record<string, number> }).byOp.GETXATTR ?? 0) - before;
+      S.add('ls.fuse.warm', await ls(fuse));
+      await configure('eopnotsupp');
+      await dropCaches();
+      S.add('ls.fuse2.cold', await ls(fuse));
+      S.add('ls.fuse2.warm', await ls(fuse));
+    }
+    for (let i = 0; i < RUNS; i++) {
+      for (const [name, root] of [['tmpfs', tmpfs], ['fuse', fuse]] as const) {
+        await dropCaches();
+        S.add(`read.${name}.cold`, await dd(root));
+        S.add(`read.${name}.warm`, await dd(root));
+        await dropCaches();
+        S.add(`par.${name}`, await par(root));
+      }
+    }
+    const tl = { cold: S.med('ls.tmpfs.cold'), warm: S.med('ls.tmpfs.warm') };
+    const fl = { cold: S.med('ls.fuse.cold'), warm: S.med('ls.fuse.warm') };
+    const fl2 = { cold: S.med('ls.fuse2.cold'), warm: S.med('ls.fuse2.warm') };
+    const t = { readCold: S.med('read.tmpfs.cold'), readWarm: S.med('read.tmpfs.warm'), par: S.med('par.tmpfs') };
+    const f = { readCold: S.med('read.fuse.cold'), readWarm: S.med('read.fuse.warm'), par: S.med('par.fuse') };
     const gib = BIG / (1 << 30);
     const lsRow = (what: string, a: number, b: number, goal: string): Row => ({
       what, tmpfs: `${a.toFixed(3)} s`, fuse: `${b.toFixed(3)} s`, ratio: `${(b / a).toFixed(2)}× time`, goal,
@@ -142,7 +149,7 @@ async function main(): Promise<void> {
     ];
     console.log('\n| operation | tmpfs | tocfs FUSE | FUSE vs tmpfs | goal |\n| --- | --- | --- | --- | --- |');
     for (const r of rows) console.log(`| ${r.what} | ${r.tmpfs} | ${r.fuse} | ${r.ratio} | ${r.goal} |`);
-    console.log(`\nGETXATTR requests during the ENODATA listings: ${getxattrs} (${RUNS + 2} listings)`);
+    console.log(`\nGETXATTR requests in one cold ENODATA listing: ${getxattrs}; load average now ${loadavg().map((x) => x.toFixed(2)).join(' ')}`);
     const st = await server.stats();
     const memfs = st.memfs as { maxReadSize: number; reads: number; readdirCalls: number };
     const byOp = (st.session as { byOp: Record<string, number> }).byOp;

@@ -125,6 +125,9 @@ function pipeBinding(): PipeBinding | undefined {
 /** libuv hands every stream read a 64 KiB buffer; the kernel wants room for max_write + 80 bytes of headers. */
 const EPOLL_MAX_WRITE = 60 * 1024;
 
+/** Replies at least this large are written from the thread pool (see writeAsync). */
+const ASYNC_WRITE_BYTES = 128 * 1024;
+
 class Request implements RequestContext {
   private ctrl: AbortController | undefined;
   aborted = false;
@@ -200,6 +203,7 @@ export class FuseSession extends EventEmitter {
   private readonly binding: PipeBinding | undefined;
   readonly transport: 'epoll' | 'pool';
   private activeReaders = 0;
+  private pendingWrites = 0;
   private readonly inflight = new Map<number, Request>();
   private readonly scratch = Buffer.alloc(64 * 1024);
   private stopping = false;
@@ -290,8 +294,12 @@ export class FuseSession extends EventEmitter {
     }
     this.mounted = true;
     if (this.transport === 'epoll' && !this.startEpoll()) {
-      await this.close();
-      throw new Error('could not open /dev/fuse as a libuv stream');
+      // Nobody will ever read this connection: detach the mount and end here.
+      await run('umount', ['-i', '-l', this.mountPoint]);
+      this.mounted = false;
+      this.stopping = true;
+      this.finish();
+      throw new Error('could not open /dev/fuse as a libuv stream (try transport: "pool")');
     }
     if (o.handleSignals ?? true) {
       process.on('SIGINT', this.onSignal);
@@ -427,15 +435,7 @@ export class FuseSession extends EventEmitter {
     this.finished = true;
     this.stopping = true;
     for (const req of this.inflight.values()) req.abort(new Errno('EINTR', 'session closed'));
-    if (this.pipe) {
-      this.pipe.readStop();
-      this.pipe.close(); // closes the fd
-      this.pipe = undefined;
-      this.fd = -1;
-    } else if (this.fd >= 0) {
-      fs.close(this.fd, () => {});
-      this.fd = -1;
-    }
+    if (this.pendingWrites === 0) this.closeFd(); // else the last async write closes it
     process.removeListener('SIGINT', this.onSignal);
     process.removeListener('SIGTERM', this.onSignal);
     if (this.initWaiter) this.initWaiter.reject(new Error('FUSE connection ended before INIT'));
@@ -454,15 +454,47 @@ export class FuseSession extends EventEmitter {
   // ---- replies ----
 
   private write(buf: Buffer | Buffer[]): void {
-    if (this.fd < 0) return;
+    if (this.fd < 0 || this.finished) return;
     try {
       if (Array.isArray(buf)) fs.writevSync(this.fd, buf);
       else fs.writeSync(this.fd, buf);
     } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      // ENOENT: the request was interrupted and is gone. ENODEV: unmounted meanwhile.
-      if (code !== 'ENOENT' && code !== 'ENODEV' && code !== 'EBADF') this.log.error({ err }, 'writing a FUSE reply failed');
+      this.writeFailed(err);
     }
+  }
+
+  /**
+   * Large READ replies: the kernel copies them into the reader's pages inside write(), so a 1 MiB reply costs
+   * a few hundred µs of copying. Done on a pool thread, several copies run in parallel and the main thread
+   * keeps dispatching. The buffers stay referenced by the closure until the write is done.
+   */
+  private writeAsync(parts: Buffer[]): void {
+    if (this.fd < 0 || this.finished) return;
+    this.pendingWrites++;
+    fs.writev(this.fd, parts, (err) => {
+      this.pendingWrites--;
+      if (err) this.writeFailed(err);
+      if (this.finished && this.pendingWrites === 0) this.closeFd();
+    });
+  }
+
+  /** Close the device. Never while an async write may still use the fd number (it could be reused). */
+  private closeFd(): void {
+    if (this.pipe) {
+      this.pipe.readStop();
+      this.pipe.close(); // closes the fd
+      this.pipe = undefined;
+      this.fd = -1;
+    } else if (this.fd >= 0) {
+      fs.close(this.fd, () => {});
+      this.fd = -1;
+    }
+  }
+
+  private writeFailed(err: unknown): void {
+    const code = (err as NodeJS.ErrnoException).code;
+    // ENOENT: the request was interrupted and is gone. ENODEV: unmounted meanwhile.
+    if (code !== 'ENOENT' && code !== 'ENODEV' && code !== 'EBADF') this.log.error({ err }, 'writing a FUSE reply failed');
   }
 
   private header(buf: Buffer, len: number, error: number, unique: number): void {
@@ -495,7 +527,9 @@ export class FuseSession extends EventEmitter {
     }
     this.header(parts[0]!, OUT_HEADER_SIZE + total, 0, unique);
     // A reply must be one write; writev takes at most IOV_MAX (1024) pieces, so very fragmented data is joined.
-    this.write(parts.length === 1 ? parts[0]! : parts.length > 512 ? Buffer.concat(parts) : parts);
+    const out = parts.length > 512 ? [Buffer.concat(parts)] : parts;
+    if (total >= ASYNC_WRITE_BYTES && this.transport === 'epoll') this.writeAsync(out);
+    else this.write(out.length === 1 ? out[0]! : out);
   }
 
   private fail(req: Request, err: unknown): void {
@@ -601,7 +635,13 @@ export class FuseSession extends EventEmitter {
       case Opcode.OPENDIR: {
         const dir = opcode === Opcode.OPENDIR;
         const fn = dir ? ops.opendir : ops.open;
-        if (!fn) break; // ENOSYS: with NO_OPEN(DIR)_SUPPORT the kernel stops asking
+        if (!fn) {
+          // With NO_OPEN(DIR)_SUPPORT negotiated, ENOSYS makes the kernel stop asking; otherwise open "nothing".
+          const zeroMsg = dir ? InitFlag.NO_OPENDIR_SUPPORT : InitFlag.NO_OPEN_SUPPORT;
+          if ((this.negotiated?.flags ?? 0) & zeroMsg) break;
+          this.replyOpen(unique, undefined);
+          return;
+        }
         const flags = buf.readUInt32LE(body);
         this.call(req, () => fn.call(ops, nodeid, flags, req), (o) => this.replyOpen(unique, o));
         return;

@@ -1,7 +1,7 @@
 // Drives test/fuse/server.js (a FUSE server in a child process) from the mocha process. Every check on the
 // mount runs in yet another child (ls, stat, dd...) through async child_process: the test process never makes a
 // blocking syscall on a FUSE mountpoint.
-import { execFile, fork, type ChildProcess } from 'node:child_process';
+import { execFile, fork, spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -16,6 +16,8 @@ export interface Msg {
   type: string;
   [k: string]: unknown;
 }
+
+let execIds = 0;
 
 export class TestServer {
   readonly messages: Msg[] = [];
@@ -51,6 +53,15 @@ export class TestServer {
     return this.waitFor((m) => m.type === 'stats', 10_000, n);
   }
 
+  /** Run a command inside the server's own namespaces (the server runs it asynchronously). */
+  async exec(file: string, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+    const id = ++execIds;
+    const n = this.messages.length;
+    this.child.send({ cmd: 'exec', id, file, args });
+    const m = await this.waitFor((x) => x.type === 'exec-result' && x.id === id, 30_000, n);
+    return m as unknown as { code: number; stdout: string; stderr: string };
+  }
+
   async close(): Promise<void> {
     if (this.child.exitCode !== null || this.child.signalCode !== null) return;
     if (this.child.connected) this.child.send({ cmd: 'close' });
@@ -60,11 +71,15 @@ export class TestServer {
   }
 }
 
-export async function startServer(cfg: ServerConfig, env: Record<string, string> = {}): Promise<TestServer> {
-  const child = fork(SERVER_JS, [JSON.stringify(cfg)], {
-    env: { ...process.env, UV_THREADPOOL_SIZE: '16', ...env },
-    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-  });
+/**
+ * Start test/fuse/server.js with UV_THREADPOOL_SIZE=16 in its environment (the only reliable way to size the
+ * pool of an ES-module program). `wrapper` runs it through another command, e.g. ['unshare', '-Urm'].
+ */
+export async function startServer(cfg: ServerConfig, env: Record<string, string> = {}, wrapper: string[] = []): Promise<TestServer> {
+  const opts = { env: { ...process.env, UV_THREADPOOL_SIZE: '16', ...env }, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] as StdioOptions };
+  const child = wrapper.length
+    ? spawn(wrapper[0]!, [...wrapper.slice(1), process.execPath, SERVER_JS, JSON.stringify(cfg)], opts)
+    : fork(SERVER_JS, [JSON.stringify(cfg)], opts);
   const s = new TestServer(child, cfg.mountPoint);
   const first = await Promise.race([
     s.waitFor((m) => m.type === 'ready' || m.type === 'error', 60_000),

@@ -3,6 +3,7 @@
 //   argv[2] = JSON ServerConfig; sends {type:'ready'} once mounted, {type:'event'} for memfs events;
 //   answers {cmd:'stats'} with {type:'stats'}; {cmd:'close'} unmounts, answers {type:'closed'} and exits.
 // Spawn it with UV_THREADPOOL_SIZE in its environment (the pool size must be set before the pool starts).
+import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { constants } from 'node:fs';
 import { resolve } from 'node:path';
@@ -18,6 +19,8 @@ export interface ServerConfig {
   bigFileBytes?: number;
   session?: SessionOptions;
   xattrPolicy?: 'enodata' | 'eopnotsupp';
+  /** Serve a minimal filesystem: READDIR only (no readdirplus), no open/opendir (NO_OPEN(DIR)_SUPPORT). */
+  minimal?: boolean;
 }
 
 /** Deterministic pseudo-random bytes (xorshift32). */
@@ -102,6 +105,13 @@ async function main(): Promise<void> {
   if (cfg.tree === 'bench') buildBench(memfs, cfg.entries ?? 50_000, cfg.bigFileBytes ?? 1 << 30);
   else hashes = buildTest(memfs);
   if (cfg.xattrPolicy) memfs.xattrPolicy = cfg.xattrPolicy;
+  if (cfg.minimal) {
+    const self = memfs as unknown as Record<string, unknown>;
+    self.readdir = MemFs.prototype.readdirplus.bind(memfs);
+    self.readdirplus = undefined;
+    self.open = undefined;
+    self.opendir = undefined;
+  }
   memfs.onEvent = (e) => send({ type: 'event', event: e.type, path: e.path });
   const logged: string[] = [];
   const logger: FuseLogger = {
@@ -117,7 +127,14 @@ async function main(): Promise<void> {
     send({ type: 'closed' });
     setTimeout(() => process.exit(0), 50);
   });
-  process.on('message', (m: { cmd: string; xattrPolicy?: 'enodata' | 'eopnotsupp' }) => {
+  process.on('message', (m: { cmd: string; xattrPolicy?: 'enodata' | 'eopnotsupp'; id?: number; file?: string; args?: string[] }) => {
+    if (m.cmd === 'exec') {
+      // Run a check from inside this process's namespaces (rootless test), asynchronously: never a blocking
+      // syscall on our own mount from this process.
+      execFile(m.file!, m.args ?? [], { timeout: 30_000, encoding: 'utf8' }, (err, stdout, stderr) => {
+        send({ type: 'exec-result', id: m.id, code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr });
+      });
+    }
     if (m.cmd === 'config') {
       if (m.xattrPolicy) memfs.xattrPolicy = m.xattrPolicy;
       send({ type: 'configured' });

@@ -2,6 +2,7 @@ import { Command } from 'commander';
 import { TocfsError } from '../util/index.js';
 import { registerConvert } from './convert.js';
 import { registerInspect } from './inspect.js';
+import { registerMount } from './mount.js';
 
 /** Build the `tocfs` command tree. Each subcommand lives in its own module and is registered here. */
 export function buildProgram(): Command {
@@ -13,6 +14,7 @@ export function buildProgram(): Command {
     .exitOverride();
   registerInspect(program);
   registerConvert(program);
+  registerMount(program);
   return program;
 }
 

@@ -6,3 +6,4 @@ export {
 } from './convert.js';
 export { OciLayout, LayoutError, hostArch, type BlobWriter } from './oci-layout.js';
 export * from './oci-types.js';
+export { registrySource, registryDestination } from './registry-transport.js';

@@ -1,0 +1,84 @@
+import { readFile } from 'node:fs/promises';
+import { parse } from 'smol-toml';
+import { TocfsError } from '../util/index.js';
+
+export class ConfigError extends TocfsError {}
+
+/** Everything tocfs can be told; every key is optional in the file (docs/configuration.md). */
+export interface Config {
+  /** Where the store is mounted (podman's additionallayerstores path). */
+  mountpoint: string;
+  /** State directory: verified blob copies, the control socket, caches. */
+  root: string;
+  /** Memory for verified chunks shared by all layers. */
+  memoryCacheBytes: number;
+  /** Uncompressed bytes fetched ahead of a sequential reader. */
+  readaheadBytes: number;
+  logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error';
+  /** registries.conf to use instead of the system's (mirrors, insecure registries). */
+  registriesConf?: string;
+}
+
+export const DEFAULT_CONFIG_FILE = '/etc/tocfs/config.toml';
+
+export function defaultConfig(): Config {
+  return {
+    mountpoint: '/var/lib/tocfs/store',
+    root: '/var/lib/tocfs',
+    memoryCacheBytes: 512 << 20,
+    readaheadBytes: 4 << 20,
+    logLevel: 'info',
+  };
+}
+
+const SIZE_RE = /^(\d+(?:\.\d+)?)\s*(b|k|kb|kib|m|mb|mib|g|gb|gib)?$/i;
+const UNITS: Record<string, number> = { b: 1, k: 1024, kb: 1024, kib: 1024, m: 1 << 20, mb: 1 << 20, mib: 1 << 20, g: 1 << 30, gb: 1 << 30, gib: 1 << 30 };
+
+/** "512MiB", "4 m", 1048576 → bytes. */
+export function parseSize(v: unknown, key: string, file: string): number {
+  if (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0) return v;
+  const m = typeof v === 'string' ? SIZE_RE.exec(v.trim()) : null;
+  if (!m) throw new ConfigError('CONFIG_INVALID', `${file}: ${key} = ${JSON.stringify(v)} is not a size (use bytes or e.g. "512MiB")`);
+  return Math.round(Number(m[1]) * UNITS[(m[2] ?? 'b').toLowerCase()]!);
+}
+
+/** Read a config file (TOML), layered over the defaults. A missing default file is fine; a missing named one is not. */
+export async function loadConfig(path: string | undefined): Promise<Config> {
+  const cfg = defaultConfig();
+  const file = path ?? DEFAULT_CONFIG_FILE;
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    if (path === undefined && (err as NodeJS.ErrnoException).code === 'ENOENT') return cfg;
+    throw new ConfigError('CONFIG_UNREADABLE', `cannot read the config file ${file}: ${(err as Error).message}`);
+  }
+  let doc: Record<string, unknown>;
+  try {
+    doc = parse(text) as Record<string, unknown>;
+  } catch (err) {
+    throw new ConfigError('CONFIG_INVALID', `${file} is not valid TOML: ${(err as Error).message}`);
+  }
+  for (const [k, v] of Object.entries(doc)) {
+    const str = () => {
+      if (typeof v !== 'string' || v === '') throw new ConfigError('CONFIG_INVALID', `${file}: ${k} must be a non-empty string`);
+      return v;
+    };
+    switch (k) {
+      case 'mountpoint': cfg.mountpoint = str(); break;
+      case 'root': cfg.root = str(); break;
+      case 'memory_cache': cfg.memoryCacheBytes = parseSize(v, k, file); break;
+      case 'readahead': cfg.readaheadBytes = parseSize(v, k, file); break;
+      case 'registries_conf': cfg.registriesConf = str(); break;
+      case 'log_level': {
+        const s = str();
+        if (!['trace', 'debug', 'info', 'warn', 'error'].includes(s)) throw new ConfigError('CONFIG_INVALID', `${file}: log_level must be one of trace, debug, info, warn, error`);
+        cfg.logLevel = s as Config['logLevel'];
+        break;
+      }
+      default:
+        throw new ConfigError('CONFIG_INVALID', `${file}: unknown key "${k}" (known: mountpoint, root, memory_cache, readahead, registries_conf, log_level)`);
+    }
+  }
+  return cfg;
+}

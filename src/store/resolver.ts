@@ -1,0 +1,246 @@
+import { createHash } from 'node:crypto';
+import { open, mkdir, rename, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { LRUCache } from 'lru-cache';
+import { layerKind, openChunkedLayer, type ChunkedLayer } from '../format/index.js';
+import { ChunkCache, LayerContent, LayerTree, type BlobSource, type ContentLogger } from '../layer/index.js';
+import {
+  parseImageConfig, parseReference, withDigest, type Descriptor, type ImageManifest, type ImageReference, type RegistryClient,
+} from '../registry/index.js';
+import { TocfsError, type Digest } from '../util/index.js';
+import type { KeyGeneration } from './info.js';
+
+/** Why a key is not served lazily; the store answers ENOENT and podman pulls the layer itself. */
+export class NotServable extends TocfsError {}
+
+/** One image instance (a manifest and its config's DiffIDs). */
+interface Instance {
+  manifest: ImageManifest;
+  diffIds: Digest[];
+}
+
+interface ImageState {
+  ref: ImageReference;
+  instances: Instance[];
+  /** Further candidate manifests of an index, fetched only when a key is not in the ones above. */
+  more: Descriptor[];
+}
+
+/** A layer's verified TOC, tree and content reader; shared by both key generations of the same blob. */
+export interface LayerData {
+  ref: ImageReference;
+  descriptor: Descriptor;
+  diffID: Digest;
+  layer: ChunkedLayer;
+  diffSize: number;
+  tree: LayerTree;
+  content: LayerContent;
+  source: BlobSource;
+  /** Set once the whole blob was fetched and verified for `blob` reads. */
+  blobFile?: Promise<string>;
+}
+
+export interface FoundLayer {
+  data: LayerData;
+  generation: KeyGeneration;
+}
+
+export interface ResolverOptions {
+  client: RegistryClient;
+  cache: ChunkCache;
+  /** Directory for verified blob copies (the `blob` file). */
+  blobDir: string;
+  readaheadBytes?: number;
+  logger?: ContentLogger & { info(obj: object, msg: string): void };
+  /** How long a failed resolution is remembered before it is tried again (ms). */
+  failureTtlMs?: number;
+  /** Layers of one image whose TOCs are fetched at once when the image is first seen. */
+  prefetchConcurrency?: number;
+}
+
+const TOC_ANNOTATION = 'io.github.containers.zstd-chunked.manifest-checksum';
+
+/**
+ * Turns (ref, key) into a servable layer: manifest (index → host platform, every candidate searched), layer
+ * descriptor by blob digest or TOC digest, TOC + tar-split fetched in one request and verified, tree built.
+ * Everything is cached and in-flight work is shared, so the stat storm of a pull costs one resolution.
+ */
+export class Resolver {
+  private readonly images: LRUCache<string, Promise<ImageState>>;
+  private readonly layers = new Map<string, Promise<LayerData>>();
+  private readonly failures = new LRUCache<string, NotServable>({ max: 4096, ttl: 30_000 });
+
+  constructor(private readonly opts: ResolverOptions) {
+    this.images = new LRUCache({ max: 256, ttl: 10 * 60_000 });
+    if (opts.failureTtlMs !== undefined) this.failures = new LRUCache({ max: 4096, ttl: Math.max(1, opts.failureTtlMs) });
+  }
+
+  /** The layer `key` of image `refString`, or NotServable. */
+  async find(refString: string, key: Digest): Promise<FoundLayer> {
+    const id = `${refString}\0${key}`;
+    const failed = this.failures.get(id);
+    if (failed) throw failed;
+    try {
+      return await this.findUncached(refString, key);
+    } catch (err) {
+      const e = err instanceof NotServable ? err : new NotServable('RESOLVE_FAILED', `${refString} layer ${key}: ${(err as Error).message}`, { cause: err });
+      this.failures.set(id, e);
+      this.opts.logger?.warn({ ref: refString, key, code: (err as TocfsError).code }, e.message);
+      throw e;
+    }
+  }
+
+  private async findUncached(refString: string, key: Digest): Promise<FoundLayer> {
+    let ref: ImageReference;
+    try {
+      ref = parseReference(refString);
+    } catch (err) {
+      throw new NotServable('BAD_REF', `"${refString}" is not an image reference: ${(err as Error).message}`);
+    }
+    const image = await this.image(ref);
+    const hit = await this.locate(image, key);
+    if (!hit) throw new NotServable('NO_SUCH_LAYER', `${ref.string}: no layer with blob or TOC digest ${key}`);
+    const { desc, diffID } = hit;
+    const kind = layerKind(desc.annotations);
+    if (kind !== 'zstd:chunked') throw new NotServable('NOT_CHUNKED', `${ref.string} layer ${desc.digest} is ${kind}; podman pulls it normally`);
+    const generation: KeyGeneration = key === desc.digest ? 'blob' : 'toc';
+    return { data: await this.layerData(ref, desc, diffID), generation };
+  }
+
+  private image(ref: ImageReference): Promise<ImageState> {
+    let p = this.images.get(ref.string);
+    if (!p) {
+      p = this.loadImage(ref);
+      this.images.set(ref.string, p);
+      p.then((img) => this.prefetchTocs(img), () => this.images.delete(ref.string));
+    }
+    return p;
+  }
+
+  private async loadImage(ref: ImageReference): Promise<ImageState> {
+    const r = await this.opts.client.resolveImage(ref);
+    return {
+      ref,
+      instances: [{ manifest: r.manifest.manifest, diffIds: r.config.diffIds }],
+      more: r.candidates.slice(1),
+    };
+  }
+
+  /** Find the layer whose blob digest or TOC digest is `key`, looking into further index candidates if needed. */
+  private async locate(image: ImageState, key: Digest): Promise<{ desc: Descriptor; diffID: Digest } | undefined> {
+    const search = (inst: Instance) => {
+      const i = inst.manifest.layers.findIndex((l) => l.digest === key || l.annotations?.[TOC_ANNOTATION] === key);
+      return i < 0 ? undefined : { desc: inst.manifest.layers[i]!, diffID: inst.diffIds[i]! };
+    };
+    for (const inst of image.instances) {
+      const hit = search(inst);
+      if (hit) return this.checkDiffId(image, hit);
+    }
+    while (image.more.length > 0) {
+      const cand = image.more.shift()!;
+      const m = await this.opts.client.fetchManifest(withDigest(image.ref, cand.digest));
+      if (m.manifest.kind !== 'manifest') continue;
+      const config = await this.opts.client.fetchBlob(image.ref, m.manifest.config);
+      const inst = { manifest: m.manifest, diffIds: parseImageConfig(config, `config of ${image.ref.string}`).diffIds };
+      image.instances.push(inst);
+      const hit = search(inst);
+      if (hit) return this.checkDiffId(image, hit);
+    }
+    return undefined;
+  }
+
+  private checkDiffId(image: ImageState, hit: { desc: Descriptor; diffID: Digest | undefined }): { desc: Descriptor; diffID: Digest } {
+    if (!hit.diffID) throw new NotServable('NO_DIFFID', `${image.ref.string}: the config has no DiffID for layer ${hit.desc.digest}`);
+    return hit as { desc: Descriptor; diffID: Digest };
+  }
+
+  private layerData(ref: ImageReference, desc: Descriptor, diffID: Digest): Promise<LayerData> {
+    const id = `${ref.string}\0${desc.digest}`;
+    let p = this.layers.get(id);
+    if (!p) {
+      p = this.openLayer(ref, desc, diffID);
+      this.layers.set(id, p);
+      p.catch(() => this.layers.delete(id));
+    }
+    return p;
+  }
+
+  private async openLayer(ref: ImageReference, desc: Descriptor, diffID: Digest): Promise<LayerData> {
+    const source = await this.opts.client.getBlobSource(ref, desc);
+    const reader = { size: desc.size, read: async (s: number, e: number) => (await source.readRanges([{ start: s, end: e }]))[0]! };
+    let layer: ChunkedLayer;
+    try {
+      layer = await openChunkedLayer(reader, desc.annotations ?? {});
+    } catch (err) {
+      throw new NotServable((err as TocfsError).code ?? 'TOC_INVALID', `${ref.string} layer ${desc.digest}: ${(err as Error).message}`, { cause: err });
+    }
+    if (!layer.tarSplit || layer.diffSize === undefined) {
+      throw new NotServable('NO_TARSPLIT', `${ref.string} layer ${desc.digest} has no tar-split (written before c/storage 1.54?): its exact tar cannot be proven, so podman pulls it normally`);
+    }
+    const tree = new LayerTree(layer.toc);
+    const name = `${ref.string} layer ${desc.digest}`;
+    const content = new LayerContent(tree, source, this.opts.cache, {
+      name, ...(this.opts.readaheadBytes !== undefined ? { readaheadBytes: this.opts.readaheadBytes } : {}),
+      ...(this.opts.logger ? { logger: this.opts.logger } : {}),
+    });
+    this.opts.logger?.info({ ref: ref.string, layer: desc.digest, toc: layer.toc.tocDigest, entries: layer.toc.files.length }, 'layer resolved');
+    return { ref, descriptor: desc, diffID, layer, diffSize: layer.diffSize, tree, content, source };
+  }
+
+  /** On first sight of an image, fetch every zstd:chunked layer's TOC at once: podman will stat them all. */
+  private prefetchTocs(image: ImageState): void {
+    const inst = image.instances[0]!;
+    const todo = inst.manifest.layers
+      .map((desc, i) => ({ desc, diffID: inst.diffIds[i] }))
+      .filter((l) => l.diffID && layerKind(l.desc.annotations) === 'zstd:chunked');
+    let next = 0;
+    const worker = async (): Promise<void> => {
+      while (next < todo.length) {
+        const l = todo[next++]!;
+        await this.layerData(image.ref, l.desc, l.diffID!).catch(() => { /* reported when looked up */ });
+      }
+    };
+    for (let i = 0; i < Math.min(this.opts.prefetchConcurrency ?? 4, todo.length); i++) void worker();
+  }
+
+  /**
+   * The blob as the registry has it, for podman save/push. Nothing is served before the whole blob was fetched
+   * and matched its digest: a verified copy on disk, made once per layer.
+   */
+  blobFile(data: LayerData): Promise<string> {
+    data.blobFile ??= this.copyBlob(data).catch((err: unknown) => {
+      delete data.blobFile;
+      throw err;
+    });
+    return data.blobFile;
+  }
+
+  private async copyBlob(data: LayerData): Promise<string> {
+    await mkdir(this.opts.blobDir, { recursive: true });
+    const hex = data.descriptor.digest.slice(7);
+    const final = join(this.opts.blobDir, hex);
+    const tmp = `${final}.tmp-${process.pid}-${Date.now()}`;
+    const fh = await open(tmp, 'w');
+    const hash = createHash('sha256');
+    try {
+      const step = 8 << 20;
+      for (let at = 0; at < data.descriptor.size; at += step) {
+        const end = Math.min(data.descriptor.size, at + step);
+        const [buf] = await data.source.readRanges([{ start: at, end }]);
+        hash.update(buf!);
+        await fh.write(buf!, 0, buf!.length, at);
+      }
+      await fh.close();
+      const actual = `sha256:${hash.digest('hex')}`;
+      if (actual !== data.descriptor.digest) {
+        throw new TocfsError('DIGEST_MISMATCH', `${data.ref.string} blob ${data.descriptor.digest}: the registry's bytes hash to ${actual}`);
+      }
+      await rename(tmp, final);
+      return final;
+    } catch (err) {
+      await fh.close().catch(() => {});
+      await rm(tmp, { force: true });
+      throw err;
+    }
+  }
+}

@@ -1,0 +1,374 @@
+import { open as openFile, type FileHandle } from 'node:fs/promises';
+import {
+  Errno, makedev, type Attr, type AttrReply, type DirSink, type Entry, type OpenReply, type Operations,
+  type RequestContext, type StatfsReply,
+} from '../fuse/index.js';
+import { ContentError, S_IFDIR, S_IFMT, S_IFREG } from '../layer/index.js';
+import { isDigest, type Digest } from '../util/index.js';
+import { layerInfo, type KeyGeneration } from './info.js';
+import type { LayerData, Resolver } from './resolver.js';
+
+/** A `<b64 ref>/<key>` directory: one layer as one podman generation asked for it. */
+interface LayerDir {
+  ino: number;
+  slot: number;
+  refName: string;
+  key: Digest;
+  generation: KeyGeneration;
+  data: LayerData;
+  info: Buffer;
+  uses: number;
+  children: { diff: number; info: number; blob: number; tocDigest: number };
+}
+
+type StoreNode =
+  | { kind: 'root' }
+  | { kind: 'ref'; name: string; ref: string; layers: Map<Digest, LayerDir> }
+  | { kind: 'layer'; dir: LayerDir }
+  | { kind: 'info' | 'blob' | 'toc-digest'; dir: LayerDir };
+
+export interface StoreLogger {
+  error(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+  info(obj: object, msg: string): void;
+}
+
+export interface StoreOptions {
+  resolver: Resolver;
+  logger?: StoreLogger;
+  /** TTL (s) of store-level entries (refs, layer dirs): short, they come and go. */
+  storeTtl?: number;
+  /** TTL (s) of entries inside `diff/`: layers are immutable. */
+  layerTtl?: number;
+}
+
+/** Layer tree inodes: (slot + 1) · 2^32 + node, far above the store's own inode numbers. */
+const SLOT_SPAN = 2 ** 32;
+const ROOT = 1;
+const LAYER_DIR_NAMES = ['blob', 'diff', 'info', 'toc-digest'] as const;
+
+/**
+ * The additional layer store namespace (design.md §5, als-protocol.md): root → <base64 ref> → <digest> →
+ * {diff/, info, blob, toc-digest}. Directories appear on LOOKUP; `use` and RMDIR count references and answer
+ * ENOENT, as c/storage expects.
+ */
+export class LayerStore implements Operations {
+  private readonly nodes = new Map<number, StoreNode>([[ROOT, { kind: 'root' }]]);
+  private readonly refs = new Map<string, number>();
+  private readonly slots: LayerDir[] = [];
+  private nextIno = ROOT + 1;
+  private readonly started = Math.floor(Date.now() / 1000);
+  private readonly storeTtl: number;
+  private readonly layerTtl: number;
+  private readonly blobHandles = new Map<string, Promise<FileHandle>>();
+
+  constructor(private readonly opts: StoreOptions) {
+    this.storeTtl = opts.storeTtl ?? 1;
+    this.layerTtl = opts.layerTtl ?? 3600;
+  }
+
+  /** Layers the store knows, for status displays. */
+  layers(): readonly LayerDir[] {
+    return this.slots;
+  }
+
+  // ---- lookup and attributes ----
+
+  async lookup(parent: number, name: string): Promise<Entry> {
+    if (parent >= SLOT_SPAN) return this.treeEntry(this.slotOf(parent), this.tree(parent).lookup(parent % SLOT_SPAN, name));
+    const node = this.node(parent);
+    switch (node.kind) {
+      case 'root': return this.storeEntry(this.refDir(name));
+      case 'ref': return this.storeEntry((await this.layerDir(node, name)).ino);
+      case 'layer': {
+        if (name === 'diff') return this.treeEntry(node.dir, 0);
+        const child = (LAYER_DIR_NAMES as readonly string[]).includes(name) ? node.dir.children[name === 'toc-digest' ? 'tocDigest' : name as 'info' | 'blob'] : undefined;
+        if (child === undefined) throw new Errno('ENOENT'); // includes "use": it never exists
+        return this.storeEntry(child);
+      }
+      default: throw new Errno('ENOTDIR');
+    }
+  }
+
+  getattr(ino: number): AttrReply {
+    if (ino >= SLOT_SPAN) return { attr: this.treeAttr(this.slotOf(ino), ino % SLOT_SPAN), attrTtl: this.layerTtl };
+    return { attr: this.storeAttr(ino), attrTtl: this.storeTtl };
+  }
+
+  private node(ino: number): StoreNode {
+    const n = this.nodes.get(ino);
+    if (!n) throw new Errno('ENOENT');
+    return n;
+  }
+
+  private slotOf(ino: number): LayerDir {
+    const dir = this.slots[Math.floor(ino / SLOT_SPAN) - 1];
+    if (!dir) throw new Errno('ENOENT');
+    return dir;
+  }
+
+  private tree(ino: number) {
+    return this.slotOf(ino).data.tree;
+  }
+
+  private storeEntry(ino: number): Entry {
+    return { attr: this.storeAttr(ino), entryTtl: this.storeTtl, attrTtl: this.storeTtl };
+  }
+
+  private treeEntry(dir: LayerDir, node: number | undefined): Entry {
+    if (node === undefined) throw new Errno('ENOENT');
+    return { attr: this.treeAttr(dir, node), entryTtl: this.layerTtl, attrTtl: this.layerTtl };
+  }
+
+  private storeAttr(ino: number): Attr {
+    const n = this.node(ino);
+    const base = { ino, uid: 0, gid: 0, mtime: this.started, ctime: this.started, atime: this.started };
+    switch (n.kind) {
+      case 'root':
+      case 'ref':
+      case 'layer':
+        return { ...base, mode: S_IFDIR | 0o755, nlink: 2, size: 4096 };
+      case 'info':
+        return { ...base, mode: S_IFREG | 0o444, nlink: 1, size: n.dir.info.length };
+      case 'blob':
+        return { ...base, mode: S_IFREG | 0o444, nlink: 1, size: n.dir.data.descriptor.size };
+      case 'toc-digest':
+        return { ...base, mode: S_IFREG | 0o444, nlink: 1, size: n.dir.data.layer.toc.tocDigest.length };
+    }
+  }
+
+  private treeAttr(dir: LayerDir, node: number): Attr {
+    const a = dir.data.tree.attr(node);
+    return {
+      ino: (dir.slot + 1) * SLOT_SPAN + node, mode: a.mode, nlink: a.nlink, uid: a.uid, gid: a.gid, size: a.size,
+      rdev: makedev(a.rdevMajor, a.rdevMinor), mtime: a.mtimeSec, mtimeNsec: a.mtimeNsec,
+      ctime: a.mtimeSec, ctimeNsec: a.mtimeNsec, atime: a.mtimeSec, atimeNsec: a.mtimeNsec,
+    };
+  }
+
+  // ---- the namespace ----
+
+  /** `<base64 ref>`: any valid standard-base64 name of a reference gets a directory (resolution comes later). */
+  private refDir(name: string): number {
+    const known = this.refs.get(name);
+    if (known !== undefined) return known;
+    const ref = decodeRefName(name);
+    if (ref === undefined) throw new Errno('ENOENT');
+    const ino = this.nextIno++;
+    this.nodes.set(ino, { kind: 'ref', name, ref, layers: new Map() });
+    this.refs.set(name, ino);
+    return ino;
+  }
+
+  private async layerDir(refNode: Extract<StoreNode, { kind: 'ref' }>, name: string): Promise<LayerDir> {
+    if (!isDigest(name)) throw new Errno('ENOENT');
+    const known = refNode.layers.get(name);
+    if (known) return known;
+    let found;
+    try {
+      found = await this.opts.resolver.find(refNode.ref, name);
+    } catch {
+      throw new Errno('ENOENT'); // logged by the resolver: podman falls back to a normal pull
+    }
+    const again = refNode.layers.get(name); // a concurrent lookup may have won
+    if (again) return again;
+    const { data, generation } = found;
+    const ids = data.tree.idSets();
+    const dir: LayerDir = {
+      ino: this.nextIno++, slot: this.slots.length, refName: refNode.ref, key: name, generation, data, uses: 0,
+      info: layerInfo(generation, {
+        blobDigest: data.descriptor.digest, blobSize: data.descriptor.size, diffID: data.diffID, diffSize: data.diffSize,
+        tocDigest: data.layer.toc.tocDigest, uids: ids.uids, gids: ids.gids,
+      }),
+      children: { diff: 0, info: this.nextIno++, blob: this.nextIno++, tocDigest: this.nextIno++ },
+    };
+    dir.children.diff = (dir.slot + 1) * SLOT_SPAN;
+    if (this.slots.length + 2 >= 2 ** 21) throw new Errno('ENOSPC');
+    this.slots.push(dir);
+    this.nodes.set(dir.ino, { kind: 'layer', dir });
+    this.nodes.set(dir.children.info, { kind: 'info', dir });
+    this.nodes.set(dir.children.blob, { kind: 'blob', dir });
+    this.nodes.set(dir.children.tocDigest, { kind: 'toc-digest', dir });
+    refNode.layers.set(name, dir);
+    return dir;
+  }
+
+  // ---- directories ----
+
+  opendir(ino: number): OpenReply {
+    return { cacheDir: ino >= SLOT_SPAN };
+  }
+
+  readdirplus(ino: number, _fh: number, offset: number, sink: DirSink): void {
+    const entries = this.listDir(ino);
+    for (let i = offset; i < entries.length; i++) {
+      const [name, child] = entries[i]!;
+      const entry = name === '.' || name === '..' ? undefined : this.entryFor(ino, child);
+      const attr = entry?.attr ?? this.attrFor(child);
+      if (!sink.add(name, i + 1, attr.ino, attr.mode, entry)) return;
+    }
+  }
+
+  private entryFor(parent: number, child: number): Entry {
+    return parent >= SLOT_SPAN || child >= SLOT_SPAN
+      ? { attr: this.treeAttr(this.slotOf(child), child % SLOT_SPAN), entryTtl: this.layerTtl, attrTtl: this.layerTtl }
+      : this.storeEntry(child);
+  }
+
+  private attrFor(ino: number): Attr {
+    return ino >= SLOT_SPAN ? this.treeAttr(this.slotOf(ino), ino % SLOT_SPAN) : this.storeAttr(ino);
+  }
+
+  /** Entries of a directory as [name, ino], "." and ".." first. */
+  private listDir(ino: number): [string, number][] {
+    if (ino >= SLOT_SPAN) {
+      const dir = this.slotOf(ino);
+      const tree = dir.data.tree;
+      const node = ino % SLOT_SPAN;
+      if (!tree.isDir(node)) throw new Errno('ENOTDIR');
+      const base = (dir.slot + 1) * SLOT_SPAN;
+      const out: [string, number][] = [['.', ino], ['..', node === 0 ? dir.ino : base + tree.parentOf(node)]];
+      for (let i = 0; i < tree.childCount(node); i++) {
+        const c = tree.child(node, i);
+        out.push([c.name, base + c.node]);
+      }
+      return out;
+    }
+    const n = this.node(ino);
+    switch (n.kind) {
+      case 'root':
+        return [['.', ROOT], ['..', ROOT], ...[...this.refs].map(([name, i]) => [name, i] as [string, number])];
+      case 'ref':
+        return [['.', ino], ['..', ROOT], ...[...n.layers].map(([k, d]) => [k, d.ino] as [string, number])];
+      case 'layer': {
+        const d = n.dir;
+        return [['.', ino], ['..', this.refs.get(encodeRefName(d.refName))!], ['blob', d.children.blob], ['diff', d.children.diff], ['info', d.children.info], ['toc-digest', d.children.tocDigest]];
+      }
+      default: throw new Errno('ENOTDIR');
+    }
+  }
+
+  // ---- files ----
+
+  readlink(ino: number): string {
+    if (ino < SLOT_SPAN) throw new Errno('EINVAL');
+    const target = this.tree(ino).readlink(ino % SLOT_SPAN);
+    if (target === undefined) throw new Errno('EINVAL');
+    return target;
+  }
+
+  open(ino: number): OpenReply {
+    if (ino >= SLOT_SPAN) {
+      const a = this.tree(ino).attr(ino % SLOT_SPAN);
+      if ((a.mode & S_IFMT) !== S_IFREG) throw new Errno('EISDIR');
+    } else if (this.node(ino).kind === 'root' || this.node(ino).kind === 'ref' || this.node(ino).kind === 'layer') {
+      throw new Errno('EISDIR');
+    }
+    // Everything here is immutable: let the page cache keep it across opens.
+    return { keepCache: true };
+  }
+
+  async read(ino: number, _fh: number, offset: number, size: number, ctx: RequestContext): Promise<Buffer | Buffer[]> {
+    if (ino >= SLOT_SPAN) {
+      const dir = this.slotOf(ino);
+      try {
+        return await dir.data.content.read(ino % SLOT_SPAN, offset, size, ctx.signal);
+      } catch (err) {
+        if (err instanceof ContentError && err.code === 'EINTR') throw new Errno('EINTR');
+        throw new Errno('EIO'); // ContentError was logged with ref, layer, path and offsets
+      }
+    }
+    const n = this.node(ino);
+    switch (n.kind) {
+      case 'info': return n.dir.info.subarray(offset, offset + size);
+      case 'toc-digest': return Buffer.from(n.dir.data.layer.toc.tocDigest).subarray(offset, offset + size);
+      case 'blob': return this.readBlob(n.dir, offset, size);
+      default: throw new Errno('EISDIR');
+    }
+  }
+
+  private async readBlob(dir: LayerDir, offset: number, size: number): Promise<Buffer> {
+    const digest = dir.data.descriptor.digest;
+    let fh = this.blobHandles.get(digest);
+    if (!fh) {
+      fh = this.opts.resolver.blobFile(dir.data).then((path) => openFile(path, 'r'));
+      this.blobHandles.set(digest, fh);
+      fh.catch(() => this.blobHandles.delete(digest));
+    }
+    let handle: FileHandle;
+    try {
+      handle = await fh;
+    } catch (err) {
+      this.opts.logger?.error({ ref: dir.refName, layer: digest }, `blob of ${dir.refName} layer ${digest} cannot be served: ${(err as Error).message}`);
+      throw new Errno('EIO');
+    }
+    const len = Math.max(0, Math.min(size, dir.data.descriptor.size - offset));
+    const buf = Buffer.allocUnsafe(len);
+    const { bytesRead } = await handle.read(buf, 0, len, offset);
+    return buf.subarray(0, bytesRead);
+  }
+
+  // ---- xattrs ----
+
+  getxattr(ino: number, name: string): Buffer {
+    if (ino < SLOT_SPAN) throw new Errno('ENODATA');
+    const v = this.tree(ino).xattrsOf(ino % SLOT_SPAN)?.get(name);
+    if (v === undefined) throw new Errno('ENODATA');
+    return v;
+  }
+
+  listxattr(ino: number): string[] {
+    if (ino < SLOT_SPAN) return [];
+    return [...(this.tree(ino).xattrsOf(ino % SLOT_SPAN)?.keys() ?? [])];
+  }
+
+  // ---- the use/release protocol and the rest ----
+
+  access(): void {
+    // c/storage ≥ 1.54 checks existence with faccessat(F_OK): existence was already settled by LOOKUP.
+  }
+
+  create(parent: number, name: string): never {
+    const n = parent < SLOT_SPAN ? this.nodes.get(parent) : undefined;
+    if (n?.kind === 'layer' && name === 'use') {
+      n.dir.uses++;
+      this.opts.logger?.info({ ref: n.dir.refName, key: n.dir.key, uses: n.dir.uses }, 'layer in use');
+      throw new Errno('ENOENT'); // the only answer c/storage takes silently
+    }
+    throw new Errno(parent >= SLOT_SPAN ? 'EROFS' : 'ENOENT');
+  }
+
+  rmdir(parent: number, name: string): never {
+    const n = parent < SLOT_SPAN ? this.nodes.get(parent) : undefined;
+    if (n?.kind === 'ref' && isDigest(name)) {
+      const dir = n.layers.get(name);
+      if (dir && dir.uses > 0) dir.uses--;
+      this.opts.logger?.info({ ref: n.ref, key: name, uses: dir?.uses ?? 0 }, 'layer released');
+      // Zero uses keeps the layer: podman may come back through its diff symlink without a new "use".
+      throw new Errno('ENOENT');
+    }
+    throw new Errno(parent >= SLOT_SPAN ? 'EROFS' : 'ENOENT');
+  }
+
+  statfs(): StatfsReply {
+    return { blocks: 0, bfree: 0, bavail: 0, files: this.nextIno, ffree: 0, bsize: 4096, frsize: 4096, namelen: 255 };
+  }
+
+  async destroy(): Promise<void> {
+    for (const fh of this.blobHandles.values()) await fh.then((h) => h.close(), () => {});
+    this.blobHandles.clear();
+  }
+}
+
+/** The directory name podman uses for a reference: standard base64 with padding. */
+export function encodeRefName(ref: string): string {
+  return Buffer.from(ref, 'utf8').toString('base64');
+}
+
+/** The reference behind a directory name, if it is canonical standard base64 of printable text. */
+export function decodeRefName(name: string): string | undefined {
+  if (name.length === 0 || name.length > 1024 || !/^[A-Za-z0-9+/]+={0,2}$/.test(name)) return undefined;
+  const ref = Buffer.from(name, 'base64').toString('utf8');
+  if (encodeRefName(ref) !== name || !/^[\x21-\x7e]+$/.test(ref)) return undefined;
+  return ref;
+}

@@ -33,7 +33,11 @@ export interface SessionOptions {
   fsname?: string;
   /** Let users other than the mounting one in (podman's storage runs as root, containers as anyone). Default true. */
   allowOther?: boolean;
-  /** Let the kernel check permissions from mode bits (no ACCESS requests then). Default false. */
+  /**
+   * Let the kernel check permissions from mode/uid/gid (default true). Without it — and with allow_other — the
+   * kernel checks nothing: any user could open a 0600 file unless the filesystem checks ctx.uid itself; it then
+   * sends ACCESS for access(2)/chdir instead.
+   */
   defaultPermissions?: boolean;
   /** Mount read-only. Default false. */
   readOnly?: boolean;
@@ -278,7 +282,7 @@ export class FuseSession extends EventEmitter {
       'fd=3', 'rootmode=40000', `user_id=${o.uid ?? process.getuid?.() ?? 0}`, `group_id=${o.gid ?? process.getgid?.() ?? 0}`,
     ];
     if (o.allowOther ?? true) mopts.push('allow_other');
-    if (o.defaultPermissions) mopts.push('default_permissions');
+    if (o.defaultPermissions ?? true) mopts.push('default_permissions');
     if (o.readOnly) mopts.push('ro');
     mopts.push(...(o.mountOptions ?? []));
     let r;

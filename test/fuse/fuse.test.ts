@@ -2,7 +2,7 @@
 // syscalls and tools run as further child processes. Needs root and /dev/fuse (as CI has).
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { InitFlag } from '../../src/fuse/index.js';
 import { cleanupDir, hasFuse, mountsUnder, ok, sh, startServer, tempDir, type Msg, type TestServer } from './harness.js';
@@ -59,9 +59,11 @@ for (const transport of ['epoll', 'pool'] as const) describe(`fuse: kernel proto
   before(async function () {
     if (!hasFuse()) this.skip();
     dir = tempDir('tocfs-fuse-');
+    chmodSync(dir, 0o755); // other users must reach the mount (permission test)
     mnt = join(dir, 'mnt');
     mkdirSync(mnt);
-    srv = await startServer({ mountPoint: mnt, tree: 'test', session: { transport } });
+    // The pool run also covers mounting without default_permissions (ACCESS requests reach the filesystem).
+    srv = await startServer({ mountPoint: mnt, tree: 'test', session: { transport, defaultPermissions: transport === 'epoll' } });
   });
 
   after(async function () {
@@ -147,11 +149,22 @@ for (const transport of ['epoll', 'pool'] as const) describe(`fuse: kernel proto
     const d = await sh('python3', ['-c', 'import os, sys; os.rmdir(sys.argv[1])', join(mnt, 'dir')]);
     assert.match(d.stderr, /FileNotFoundError/);
     await srv.waitFor((m) => m.event === 'rmdir' && m.path === '//dir', 5000, from);
-    const a = await ok('python3', ['-c', 'import os, sys; print(os.access(sys.argv[1], os.R_OK | os.W_OK | os.X_OK))', join(mnt, 'hello.txt')]);
+    const a = await ok('python3', ['-c', 'import os, sys; print(os.access(sys.argv[1], os.R_OK | os.W_OK))', join(mnt, 'hello.txt')]);
     assert.equal(a.trim(), 'True');
-    await srv.waitFor((m) => m.event === 'access', 5000, from);
+    // With default_permissions the kernel answers access(2) itself from the mode bits; without, ACCESS reaches us.
+    if (transport === 'pool') await srv.waitFor((m) => m.event === 'access', 5000, from);
     const df = await ok('stat', ['-f', '-c', '%S %b %l', mnt]);
     assert.equal(df.trim(), '4096 1000 255');
+  });
+
+  it('enforces mode bits for other users with default_permissions (the default)', async function () {
+    if (transport !== 'epoll') this.skip();
+    const asNobody = (args: string[]): Promise<{ code: number; stderr: string; stdout: string }> =>
+      sh('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', ...args]);
+    const denied = await asNobody(['cat', join(mnt, 'secret')]);
+    assert.match(denied.stderr, /Permission denied/);
+    assert.equal((await asNobody(['cat', join(mnt, 'hello.txt')])).stdout, 'hello world\n');
+    assert.equal(await ok('cat', [join(mnt, 'secret')]), 'root only\n');
   });
 
   it('streams data: sha256 of a file, partial reads, and 1 MiB READ requests', async () => {

@@ -42,6 +42,7 @@ const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex
 function buildTest(fs: MemFs): Record<string, string> {
   const hashes: Record<string, string> = {};
   fs.writeFile('/hello.txt', 'hello world\n');
+  fs.writeFile('/secret', 'root only\n', undefined, 0o600);
   const data = prng(8 << 20, 42);
   fs.writeFile('/data.bin', data);
   hashes['data.bin'] = sha256(data);

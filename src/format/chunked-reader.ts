@@ -1,3 +1,4 @@
+import { constants } from 'node:buffer';
 import { createHash } from 'node:crypto';
 import { sha256Digest, type Digest } from '../util/index.js';
 import {
@@ -32,6 +33,10 @@ export interface ChunkedLayer {
 
 /** c/storage streams tar-splits without a limit; we cap them so a hostile annotation cannot exhaust memory. */
 export const MAX_TARSPLIT_SIZE = 1 << 30;
+/** The decompressed tar-split becomes one JS string: beyond V8's string limit that would throw a plain Error. */
+const MAX_TARSPLIT_TEXT = Math.min(MAX_TARSPLIT_SIZE, constants.MAX_STRING_LENGTH);
+/** Largest gap between TOC and tar-split that is still fetched with a single read. */
+const ADJACENT_GAP = 1 << 16;
 
 function sectionsOf(a: ChunkedAnnotations): { start: number; end: number } {
   const end = a.tarSplit ? Math.max(a.toc.offset + a.toc.compressed, a.tarSplit.offset + a.tarSplit.compressed) : a.toc.offset + a.toc.compressed;
@@ -51,12 +56,16 @@ function slice(all: Buffer, base: number, s: BlobSection): Buffer {
 export async function openChunkedLayer(blob: BlobReader, annotations: Readonly<Record<string, string>>): Promise<ChunkedLayer> {
   const a = parseChunkedAnnotations(annotations);
   checkSections(a, blob.size);
-  const span = sectionsOf(a);
-  if (span.end - span.start > MAX_TOC_SIZE + MAX_TARSPLIT_SIZE) {
-    throw formatError('TOC_TOO_LARGE', `TOC and tar-split span ${span.end - span.start} bytes`);
+  if (a.tarSplit && a.tarSplit.compressed > MAX_TARSPLIT_SIZE) {
+    throw formatError('TOC_TOO_LARGE', `tar-split of ${a.tarSplit.compressed} compressed bytes exceeds the ${MAX_TARSPLIT_SIZE}-byte limit`);
   }
-  const bytes = await blob.read(span.start, span.end);
-  const tocZ = slice(bytes, span.start, a.toc);
+  // Writers put the two sections next to each other: one read. Annotations that place them far apart would
+  // make that read fetch (and hold) the blob in between, so such sections are read one by one.
+  const span = sectionsOf(a);
+  const adjacent = span.end - span.start <= a.toc.compressed + (a.tarSplit?.compressed ?? 0) + ADJACENT_GAP;
+  const bytes = adjacent ? await blob.read(span.start, span.end) : undefined;
+  const section = async (s: BlobSection) => (bytes ? slice(bytes, span.start, s) : blob.read(s.offset, s.offset + s.compressed));
+  const tocZ = await section(a.toc);
   const actual = sha256Digest(tocZ);
   if (actual !== a.tocDigest) {
     throw formatError('DIGEST_MISMATCH', `TOC digest mismatch: the annotation says ${a.tocDigest}, the bytes at [${a.toc.offset}, ${a.toc.offset + a.toc.compressed}) hash to ${actual}`);
@@ -69,12 +78,12 @@ export async function openChunkedLayer(blob: BlobReader, annotations: Readonly<R
   if (!a.tarSplit) {
     throw formatError('ANNOTATION_INVALID', 'the TOC requires a tar-split, but the tarsplit-position annotation does not describe one');
   }
-  const tsZ = slice(bytes, span.start, a.tarSplit);
+  const tsZ = await section(a.tarSplit);
   const tsDigest = sha256Digest(tsZ);
   if (tsDigest !== toc.tarSplitDigest) {
     throw formatError('DIGEST_MISMATCH', `tar-split digest mismatch: the TOC says ${toc.tarSplitDigest}, the bytes at [${a.tarSplit.offset}, ${a.tarSplit.offset + a.tarSplit.compressed}) hash to ${tsDigest}`);
   }
-  const tarSplit = decodeTarSplit(decompressFrames(tsZ, MAX_TARSPLIT_SIZE, 'tar-split').toString('utf8'));
+  const tarSplit = decodeTarSplit(decompressFrames(tsZ, MAX_TARSPLIT_TEXT, 'tar-split').toString('utf8'));
   await ensureTocMatchesTarSplit(toc, tarSplit);
   layer.tarSplit = tarSplit;
   layer.diffSize = tarSizeFromTarSplit(tarSplit);
@@ -98,12 +107,16 @@ export async function ensureTocMatchesTarSplit(toc: LayerToc, tarSplit: readonly
 }
 
 const zeroDigests = new Map<number, Digest>();
+const ZERO_PIECE = Buffer.alloc(1 << 20);
 
 /** sha256 of `size` zero bytes, memoised: zero chunks repeat sizes. */
 function zerosDigest(size: number): Digest {
   let d = zeroDigests.get(size);
   if (!d) {
-    d = sha256Digest(Buffer.alloc(size));
+    // Hashed piece by piece: a hole may be larger than any Buffer can be.
+    const h = createHash('sha256');
+    for (let left = size; left > 0; left -= ZERO_PIECE.length) h.update(ZERO_PIECE.subarray(0, Math.min(left, ZERO_PIECE.length)));
+    d = `sha256:${h.digest('hex')}`;
     if (zeroDigests.size < 1024) zeroDigests.set(size, d);
   }
   return d;
@@ -116,6 +129,18 @@ export interface ChunkSpec {
   zeros: boolean;
 }
 
+function chunkWhere(file: LayerFile, chunk: LayerChunk): string {
+  return `"${file.name}" chunk at file offset ${chunk.fileOffset} (blob [${chunk.start}, ${chunk.end}))`;
+}
+
+/** A "zeros" chunk's digest must be that of its zeros, or the TOC lies about the file's content. */
+function verifyZeros(where: string, chunk: ChunkSpec): void {
+  const d = zerosDigest(chunk.size);
+  if (d !== chunk.digest) {
+    throw formatError('DIGEST_MISMATCH', `${where}: marked zeros, but its digest ${chunk.digest} is not that of ${chunk.size} zero bytes`);
+  }
+}
+
 /**
  * Turn a chunk's compressed bytes into its verified content; zero chunks need no bytes (pass undefined).
  * `where` names the chunk for a person (file, offsets). Any mismatch is a FormatError; no unverified byte is
@@ -123,14 +148,13 @@ export interface ChunkSpec {
  */
 export function verifyChunkBytes(where: string, chunk: ChunkSpec, compressed: Buffer | undefined): Buffer {
   if (chunk.zeros && compressed === undefined) {
-    const d = zerosDigest(chunk.size);
-    if (d !== chunk.digest) throw formatError('DIGEST_MISMATCH', `${where}: marked zeros, but its digest ${chunk.digest} is not that of ${chunk.size} zero bytes`);
+    verifyZeros(where, chunk);
     return Buffer.alloc(chunk.size);
   }
   if (compressed === undefined) throw new TypeError(`${where}: no bytes given for a data chunk`);
   let data: Buffer;
   try {
-    data = decompressFrames(compressed, chunk.size, where, 'prefix');
+    data = decompressFrames(compressed, chunk.size, 'the frame', 'prefix');
   } catch (err) {
     throw formatError('DIGEST_MISMATCH', `${where}: cannot decompress: ${(err as Error).message}`, err);
   }
@@ -143,7 +167,7 @@ export function verifyChunkBytes(where: string, chunk: ChunkSpec, compressed: Bu
 
 /** verifyChunkBytes for a chunk of a LayerFile, named by file and offsets. */
 export function verifyChunk(file: LayerFile, chunk: LayerChunk, compressed: Buffer | undefined): Buffer {
-  const where = `"${file.name}" chunk at file offset ${chunk.fileOffset} (blob [${chunk.start}, ${chunk.end}))`;
+  const where = chunkWhere(file, chunk);
   return verifyChunkBytes(where, chunk, compressed);
 }
 
@@ -160,6 +184,16 @@ export async function readChunk(blob: BlobReader, file: LayerFile, chunk: LayerC
 export async function* readFile(blob: BlobReader, file: LayerFile): AsyncGenerator<Buffer> {
   const whole = file.chunks.length > 1 ? createHash('sha256') : undefined;
   for (const c of file.chunks) {
+    if (c.zeros) {
+      // Verified once, then handed out in pieces: a hole may be larger than any Buffer can be.
+      verifyZeros(chunkWhere(file, c), c);
+      for (let left = c.size; left > 0; left -= ZERO_PIECE.length) {
+        const piece = Buffer.alloc(Math.min(left, ZERO_PIECE.length));
+        whole?.update(piece);
+        yield piece;
+      }
+      continue;
+    }
     const data = await readChunk(blob, file, c);
     whole?.update(data);
     yield data;

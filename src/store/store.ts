@@ -310,16 +310,16 @@ export class LayerStore implements Operations {
 
   // ---- xattrs ----
 
-  getxattr(ino: number, name: string): Buffer {
-    if (ino < SLOT_SPAN) throw new Errno('ENODATA');
+  getxattr(ino: number, name: string, ctx: RequestContext): Buffer {
+    if (ino < SLOT_SPAN || !visibleXattr(name, ctx)) throw new Errno('ENODATA');
     const v = this.tree(ino).xattrsOf(ino % SLOT_SPAN)?.get(name);
     if (v === undefined) throw new Errno('ENODATA');
     return v;
   }
 
-  listxattr(ino: number): string[] {
+  listxattr(ino: number, ctx: RequestContext): string[] {
     if (ino < SLOT_SPAN) return [];
-    return [...(this.tree(ino).xattrsOf(ino % SLOT_SPAN)?.keys() ?? [])];
+    return [...(this.tree(ino).xattrsOf(ino % SLOT_SPAN)?.keys() ?? [])].filter((n) => visibleXattr(n, ctx));
   }
 
   // ---- the use/release protocol and the rest ----
@@ -358,6 +358,15 @@ export class LayerStore implements Operations {
     for (const fh of this.blobHandles.values()) await fh.then((h) => h.close(), () => {});
     this.blobHandles.clear();
   }
+}
+
+/**
+ * `user.overlay.*` (our synthetic opaque marker) is for rootless overlay mounts (`userxattr`), which ask as the
+ * unprivileged mounter. Rootful overlay asks as root, reads `trusted.overlay.*` and hides only those from
+ * containers: serving `user.overlay.opaque` to root would show containers an xattr a normal pull does not have.
+ */
+function visibleXattr(name: string, ctx: RequestContext): boolean {
+  return !(name.startsWith('user.overlay.') && ctx.uid === 0);
 }
 
 /** The directory name podman uses for a reference: standard base64 with padding. */

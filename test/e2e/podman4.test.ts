@@ -1,0 +1,208 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { openChunkedLayer } from '../../src/format/index.js';
+import { RegistryClient, RegistriesConf, parseRegistriesConf } from '../../src/registry/index.js';
+import { startDaemon, type DaemonHandle } from '../helpers/daemon.js';
+import { buildImage, buildLayerTar, pushImage, type BuiltImage, type TreeItem } from '../helpers/image-builder.js';
+import { Podman } from '../helpers/podman.js';
+import { startRegistry, type RegistryServer } from '../helpers/registry-server.js';
+import { snapshotTree } from '../helpers/tree-snapshot.js';
+
+const BUSYBOX_TOOLS = ['sh', 'cat', 'sha256sum', 'find', 'ls', 'xargs', 'sort', 'echo', 'head', 'wc'];
+
+/** The base layer: busybox, plain files, a big multi-chunk file with a hole, and things layer 2 will hide. */
+function baseLayer(): TreeItem[] {
+  return [
+    { path: 'bin/busybox', type: 'file', data: readFileSync('/bin/busybox'), mode: 0o755 },
+    ...BUSYBOX_TOOLS.map((t): TreeItem => ({ path: `bin/${t}`, type: 'symlink', target: 'busybox' })),
+    { path: 'etc/passwd', type: 'file', data: 'root:x:0:0:root:/root:/bin/sh\n' },
+    { path: 'data/keep.txt', type: 'file', data: 'kept from layer 1\n' },
+    { path: 'data/gone.txt', type: 'file', data: 'whited out by layer 2\n' },
+    { path: 'data/old/a.txt', type: 'file', data: 'hidden by the opaque dir\n' },
+    { path: 'data/old/sub/b.txt', type: 'file', data: 'also hidden\n' },
+    { path: 'data/big.bin', type: 'file', data: Buffer.concat([randomBytes(3 << 20), Buffer.alloc(200_000), randomBytes(2 << 20)]) },
+    { path: 'data/owned', type: 'file', data: 'uid 1000\n', uid: 1000, gid: 1000, mode: 0o640 },
+  ];
+}
+
+/** Layer 2: whiteout, opaque dir, hardlinks, symlinks, xattrs, devices, setuid. */
+function topLayer(): TreeItem[] {
+  return [
+    { path: 'data/gone.txt', type: 'whiteout' },
+    { path: 'data/old', type: 'dir' },
+    { path: 'data/old', type: 'opaque' },
+    { path: 'data/old/new.txt', type: 'file', data: 'only this survives in data/old\n' },
+    { path: 'data/h1', type: 'file', data: randomBytes(70_000) },
+    { path: 'data/h2', type: 'hardlink', target: 'data/h1' },
+    { path: 'data/rel-link', type: 'symlink', target: 'keep.txt' },
+    { path: 'data/abs-link', type: 'symlink', target: '/data/keep.txt' },
+    { path: 'data/x.txt', type: 'file', data: 'has xattrs\n', xattrs: { 'user.comment': 'hello', 'user.bin': '0x00ff10' } },
+    { path: 'data/suid', type: 'file', data: 'setuid\n', mode: 0o4755 },
+    { path: 'data/dev/null', type: 'char', major: 1, minor: 3, mode: 0o666 },
+    { path: 'data/dev/loop9', type: 'block', major: 7, minor: 9, mode: 0o660 },
+    { path: 'data/dev/fifo', type: 'fifo' },
+    { path: 'data/empty', type: 'file', data: '' },
+  ];
+}
+
+/** podman injects these into containers; they are not the image's. */
+const INJECTED = /^(etc\/(hosts|hostname|resolv\.conf)|run\/\.containerenv|proc|sys|dev)$/;
+
+describe('e2e: podman 4.3.1 through tocfs (blob-digest lookups)', function () {
+  this.timeout(600_000);
+  let work: string;
+  let registry: RegistryServer;
+  let daemon: DaemonHandle;
+  let als: Podman;
+  let plain: Podman;
+  let image: BuiltImage;
+  let ref: string;
+  let mixedRef: string;
+
+  before(async () => {
+    work = mkdtempSync(join(tmpdir(), 'tocfs-e2e4-'));
+    registry = await startRegistry({});
+    const l1 = await buildLayerTar(work, 'l1', baseLayer());
+    const l2 = await buildLayerTar(work, 'l2', topLayer());
+    const client = new RegistryClient({ registriesConf: new RegistriesConf(parseRegistriesConf(`[[registry]]\nlocation = "${registry.host}"\ninsecure = true\n`, 'test')) });
+    image = await buildImage([{ tar: l1, compression: 'zstd:chunked' }, { tar: l2, compression: 'zstd:chunked' }]);
+    ref = `${registry.host}/e2e/chunked:v1`;
+    await pushImage(client, ref, image);
+    mixedRef = `${registry.host}/e2e/mixed:v1`;
+    await pushImage(client, mixedRef, await buildImage([{ tar: l1, compression: 'gzip' }, { tar: l2, compression: 'zstd:chunked' }]));
+    await client.close();
+    daemon = await startDaemon(work, { insecureHosts: [registry.host] });
+    als = new Podman(join(work, 'podman-als'), { als: daemon.mountpoint, insecureHosts: [registry.host] });
+    plain = new Podman(join(work, 'podman-plain'), { insecureHosts: [registry.host] });
+    await als.podman(['pull', '-q', ref]);
+    await plain.podman(['pull', '-q', ref]);
+  });
+
+  after(async () => {
+    await als?.cleanup();
+    await plain?.cleanup();
+    await daemon?.stop();
+    await registry?.stop();
+    rmSync(work, { recursive: true, force: true });
+  });
+
+  /** c/storage layers whose diff is an ALS directory (they have an `additionallayer` file). */
+  function alsLayers(p: Podman): number {
+    const dir = join(p.graphroot, 'overlay');
+    return readdirSync(dir).filter((d) => existsSync(join(dir, d, 'additionallayer'))).length;
+  }
+
+  async function mountedTree(p: Podman, r: string): Promise<string[]> {
+    const m = (await p.podman(['image', 'mount', r])).trim();
+    try {
+      // The mount's own root is podman's directory (its mode and mtime vary between mounts), not image content.
+      return (await snapshotTree(m)).filter((l) => !l.startsWith('/ '));
+    } finally {
+      await p.podman(['image', 'umount', r]);
+    }
+  }
+
+  it('pulls both layers through the store instead of downloading them', () => {
+    assert.equal(alsLayers(als), 2);
+    assert.equal(alsLayers(plain), 0);
+    assert.match(daemon.log(), /"msg":"layer resolved"/);
+  });
+
+  it('podman image mount shows the same tree as a normal pull (types, modes, owners, times, links, xattrs, content)', async () => {
+    const a = await mountedTree(als, ref);
+    const b = await mountedTree(plain, ref);
+    assert.ok(a.some((l) => l.startsWith('data/dev/null char')), 'device present');
+    assert.ok(!a.some((l) => l.startsWith('data/gone.txt')), 'whiteout applied');
+    assert.ok(!a.some((l) => l.startsWith('data/old/a.txt')), 'opaque dir applied');
+    assert.ok(a.some((l) => l.startsWith('data/x.txt') && l.includes('user.comment')), 'xattrs served');
+    assert.deepEqual(a, b);
+  });
+
+  it('podman run reads every file with the same bytes as a normal pull', async () => {
+    const cmd = ['sh', '-c', 'find /data /bin /etc/passwd -type f | sort | xargs sha256sum'];
+    const a = await als.run(ref, cmd);
+    const b = await plain.run(ref, cmd);
+    assert.ok(a.includes('/data/big.bin'));
+    assert.equal(a, b);
+  });
+
+  it('podman save (OCI archive) of the ALS-backed image loads elsewhere identically', async () => {
+    const archive = join(work, 'saved.tar');
+    await als.podman(['save', '--format', 'oci-archive', '-o', archive, ref]);
+    const other = new Podman(join(work, 'podman-load'), {});
+    try {
+      await other.podman(['load', '-q', '-i', archive]);
+      const loaded = (await other.podman(['images', '--format', '{{.ID}}'])).trim().split('\n')[0]!;
+      assert.deepEqual(await mountedTree(other, loaded), await mountedTree(plain, ref));
+    } finally {
+      await other.cleanup();
+    }
+  });
+
+  it('podman push of the ALS-backed image re-pulls identically', async () => {
+    const pushed = `${registry.host}/e2e/pushed:v1`;
+    await als.podman(['push', '-q', ref, pushed]);
+    await plain.podman(['pull', '-q', pushed]);
+    assert.deepEqual(await mountedTree(plain, pushed), await mountedTree(plain, ref));
+  });
+
+  it('works for a mixed image: the gzip layer is pulled normally, the zstd:chunked one lazily', async () => {
+    const mixed = new Podman(join(work, 'podman-mixed'), { als: daemon.mountpoint, insecureHosts: [registry.host] });
+    try {
+      await mixed.podman(['pull', '-q', mixedRef]);
+      assert.equal(alsLayers(mixed), 1);
+      assert.deepEqual(await mountedTree(mixed, mixedRef), await mountedTree(plain, ref));
+    } finally {
+      await mixed.cleanup();
+    }
+  });
+
+  it('podman rmi releases the layers it used', async () => {
+    const before = (daemon.log().match(/"msg":"layer released"/g) ?? []).length;
+    await als.podman(['rmi', '-f', ref]);
+    const after = (daemon.log().match(/"msg":"layer released"/g) ?? []).length;
+    assert.ok(after - before >= 2, `released ${after - before} times`);
+  });
+
+  it('a corrupt chunk in the registry is an I/O error in the container, other files still read', async () => {
+    const client = new RegistryClient({ registriesConf: new RegistriesConf(parseRegistriesConf(`[[registry]]\nlocation = "${registry.host}"\ninsecure = true\n`, 'test')) });
+    const victimData = randomBytes(50_000);
+    const l3 = await buildLayerTar(work, 'l3', [
+      { path: 'data/victim.bin', type: 'file', data: victimData },
+      { path: 'data/fine.txt', type: 'file', data: `fine ${randomBytes(8).toString('hex')}\n` },
+    ]);
+    const base = await buildLayerTar(work, 'l1b', baseLayer().filter((i) => i.path.startsWith('bin/')));
+    const img = await buildImage([{ tar: base, compression: 'zstd:chunked' }, { tar: l3, compression: 'zstd:chunked' }]);
+    const badRef = `${registry.host}/e2e/corrupt:v1`;
+    await pushImage(client, badRef, img);
+    await client.close();
+    // Flip one byte of victim.bin's payload inside the registry's own storage.
+    const layer = img.layers[1]!;
+    const blob = img.blobs.get(layer.digest)!;
+    const opened = await openChunkedLayer({ size: blob.length, read: async (s, e) => blob.subarray(s, e) }, JSON.parse(img.manifest.toString()).layers[1].annotations);
+    const victim = opened.toc.files.find((f) => f.path === '/data/victim.bin')!;
+    const at = victim.chunks[0]!.start + 20;
+    const path = join(registry.storageDir, 'docker/registry/v2/blobs/sha256', layer.digest.slice(7, 9), layer.digest.slice(7), 'data');
+    const stored = readFileSync(path);
+    stored[at] ^= 0xff;
+    writeFileSync(path, stored);
+    const p = new Podman(join(work, 'podman-corrupt'), { als: daemon.mountpoint, insecureHosts: [registry.host] });
+    try {
+      await p.podman(['pull', '-q', badRef]);
+      const out = await p.run(badRef, ['sh', '-c', 'sha256sum /data/victim.bin 2>&1; echo "victim=$?"; cat /data/fine.txt']);
+      assert.match(out, /Input\/output error/);
+      assert.match(out, /victim=1/);
+      assert.match(out, /^fine [0-9a-f]{16}$/m);
+      // The log line names image, layer, path and offsets (quotes are JSON-escaped in the log).
+      assert.match(daemon.log(), new RegExp(`"msg":"${badRef.replace(/[.]/g, '\\.')} layer ${layer.digest}: \\\\"/data/victim\\.bin\\\\" chunk at file offset 0 \\(blob \\[\\d+, \\d+\\)\\): (content hashes to|cannot decompress)`));
+      // The daemon still serves the image pulled earlier.
+      assert.ok((await mountedTree(plain, ref)).length > 10);
+      assert.ok(existsSync(join(daemon.mountpoint)));
+    } finally {
+      await p.cleanup();
+    }
+  });
+});

@@ -1,0 +1,55 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { CLI, run } from './cli.js';
+
+export interface DaemonHandle {
+  mountpoint: string;
+  root: string;
+  pid: number;
+  /** Everything the daemon logged (JSON lines). */
+  log(): string;
+  stop(): Promise<void>;
+}
+
+function mounted(mountpoint: string): boolean {
+  return readFileSync('/proc/mounts', 'utf8').split('\n').some((l) => l.split(' ')[1] === mountpoint && l.includes('fuse.tocfs'));
+}
+
+/**
+ * Run `tocfs mount` as its own process (as a user would), with the test registries marked insecure, and wait
+ * until the mount answers. stop() sends SIGTERM and makes sure nothing stays mounted.
+ */
+export async function startDaemon(work: string, opts: { insecureHosts?: string[]; extraConfig?: string } = {}): Promise<DaemonHandle> {
+  const mountpoint = join(work, 'store');
+  const root = join(work, 'state');
+  mkdirSync(mountpoint, { recursive: true });
+  const regConf = join(work, 'tocfs-registries.conf');
+  writeFileSync(regConf, (opts.insecureHosts ?? []).map((h) => `[[registry]]\nlocation = "${h}"\ninsecure = true\n`).join('\n'));
+  const cfg = join(work, 'tocfs.toml');
+  writeFileSync(cfg, `registries_conf = "${regConf}"\nlog_level = "debug"\n${opts.extraConfig ?? ''}`);
+  const child: ChildProcess = spawn(process.execPath, [CLI, 'mount', mountpoint, '--root', root, '--config', cfg], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let log = '';
+  child.stdout!.on('data', (d) => { log += d; });
+  child.stderr!.on('data', (d) => { log += d; });
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  const deadline = Date.now() + 30_000;
+  while (!mounted(mountpoint)) {
+    if (child.exitCode !== null || Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new Error(`tocfs mount did not come up:\n${log}`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return {
+    mountpoint, root, pid: child.pid!, log: () => log,
+    async stop() {
+      if (child.exitCode === null) {
+        child.kill('SIGTERM');
+        await Promise.race([exited, new Promise((r) => setTimeout(r, 10_000))]);
+        if (child.exitCode === null) child.kill('SIGKILL');
+      }
+      if (mounted(mountpoint)) await run('umount', ['-l', mountpoint]).catch(() => {});
+    },
+  };
+}

@@ -1,0 +1,62 @@
+import { execFile } from 'node:child_process';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { run } from './cli.js';
+
+/**
+ * podman with a storage root, run root and configuration of its own (nothing of the machine's podman state is
+ * touched). `als` adds the tocfs store as an additional layer store.
+ */
+export class Podman {
+  readonly env: NodeJS.ProcessEnv;
+  readonly graphroot: string;
+
+  constructor(readonly dir: string, opts: { als?: string; insecureHosts?: string[]; binary?: string }) {
+    mkdirSync(dir, { recursive: true });
+    this.graphroot = join(dir, 'graph');
+    const storage = join(dir, 'storage.conf');
+    writeFileSync(storage, [
+      '[storage]', 'driver = "overlay"', `graphroot = "${this.graphroot}"`, `runroot = "${join(dir, 'run')}"`,
+      '[storage.options]', ...(opts.als ? [`additionallayerstores = ["${opts.als}:ref"]`] : []), '',
+    ].join('\n'));
+    const registries = join(dir, 'registries.conf');
+    writeFileSync(registries, (opts.insecureHosts ?? []).map((h) => `[[registry]]\nlocation = "${h}"\ninsecure = true\n`).join('\n'));
+    const containers = join(dir, 'containers.conf');
+    writeFileSync(containers, '[engine]\ncgroup_manager = "cgroupfs"\nevents_logger = "file"\n[containers]\nlog_driver = "k8s-file"\n');
+    this.env = {
+      ...process.env, CONTAINERS_STORAGE_CONF: storage, CONTAINERS_REGISTRIES_CONF: registries, CONTAINERS_CONF: containers,
+    };
+  }
+
+  /** Run podman; resolves stdout, rejects with podman's stderr. */
+  podman(args: string[], timeoutMs = 180_000): Promise<string> {
+    return run('podman', args, { env: this.env, timeoutMs });
+  }
+
+  /**
+   * `podman run` the way this machine allows (environment.md): a private mount namespace with a pure cgroup2
+   * /sys/fs/cgroup, no cgroups, no network, explicit ulimits.
+   */
+  run(image: string, command: string[], timeoutMs = 180_000): Promise<string> {
+    const quoted = [
+      'podman', 'run', '--rm', '--cgroups=disabled', '--network=none', '--ulimit', 'nofile=1024:1024', '--ulimit', 'nproc=1024:1024',
+      image, ...command,
+    ].map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ');
+    const script = `mount --make-rprivate / && umount -l /sys/fs/cgroup && mount -t cgroup2 none /sys/fs/cgroup && exec ${quoted}`;
+    return new Promise((resolve, reject) => {
+      execFile('unshare', ['-m', 'sh', '-c', script], { env: this.env, timeout: timeoutMs, maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
+        if (err) reject(new Error(`podman run failed: ${stderr || err.message}`));
+        else resolve(stdout);
+      });
+    });
+  }
+
+  /** Remove every image and container and unmount what podman left, then its whole state. */
+  async cleanup(): Promise<void> {
+    await this.podman(['rm', '-a', '-f']).catch(() => {});
+    await this.podman(['rmi', '-a', '-f']).catch(() => {});
+    const mounts = readFileSync('/proc/mounts', 'utf8').split('\n').map((l) => l.split(' ')[1] ?? '').filter((m) => m.startsWith(this.dir));
+    for (const m of mounts.reverse()) await run('umount', ['-l', m]).catch(() => {});
+    await run('rm', ['-rf', this.dir]).catch(() => {});
+  }
+}

@@ -1,0 +1,104 @@
+import { TocfsError } from '../util/index.js';
+
+/** Base of every error the registry client raises on purpose. */
+export class RegistryError extends TocfsError {}
+
+/** An image reference that does not follow the docker reference grammar. */
+export class InvalidReferenceError extends RegistryError {
+  readonly input: string;
+  constructor(input: string, why: string) {
+    super('REGISTRY_INVALID_REFERENCE', `invalid image reference ${JSON.stringify(input)}: ${why}`);
+    this.input = input;
+  }
+}
+
+/** registries.conf or an auth file that cannot be used. */
+export class RegistryConfigError extends RegistryError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('REGISTRY_CONFIG_INVALID', message, options);
+  }
+}
+
+/** The reference matches a `blocked = true` entry of registries.conf. */
+export class BlockedRegistryError extends RegistryError {
+  constructor(reference: string, prefix: string, source: string) {
+    super('REGISTRY_BLOCKED',
+      `pulling ${reference} is blocked by registries.conf (entry with prefix "${prefix}" in ${source}); ` +
+      'remove "blocked = true" there to allow it');
+  }
+}
+
+/** Credentials missing or rejected, or the token server failed. */
+export class RegistryAuthError extends RegistryError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('REGISTRY_UNAUTHORIZED', message, options);
+  }
+}
+
+/** The registry says the manifest or blob does not exist (404). */
+export class RegistryNotFoundError extends RegistryError {
+  constructor(message: string) {
+    super('REGISTRY_NOT_FOUND', message);
+  }
+}
+
+/** The registry answered with a status this client does not expect. */
+export class RegistryHttpError extends RegistryError {
+  readonly status: number;
+  constructor(status: number, message: string) {
+    super('REGISTRY_HTTP_ERROR', message);
+    this.status = status;
+  }
+}
+
+/** Network failures, timeouts, 5xx or truncated answers that persisted through every retry. */
+export class RegistryUnavailableError extends RegistryError {
+  readonly attempts: number;
+  constructor(message: string, attempts: number, options?: { cause?: unknown }) {
+    super('REGISTRY_UNAVAILABLE', message, options);
+    this.attempts = attempts;
+  }
+}
+
+/** Content whose SHA-256 differs from the digest it was fetched or announced by. */
+export class DigestMismatchError extends RegistryError {
+  constructor(what: string, expected: string, actual: string) {
+    super('REGISTRY_DIGEST_MISMATCH', `${what}: expected digest ${expected} but the content hashes to ${actual}; ` +
+      'the registry or a proxy served wrong data');
+  }
+}
+
+/** A manifest, index or config that is malformed, too large, or of an unsupported type. */
+export class ManifestError extends RegistryError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('REGISTRY_MANIFEST_INVALID', message, options);
+  }
+}
+
+/** No instance of an index fits the wanted platform. */
+export class PlatformNotFoundError extends RegistryError {
+  constructor(message: string) {
+    super('REGISTRY_NO_MATCHING_PLATFORM', message);
+  }
+}
+
+/** A range answer that does not match what was asked (wrong Content-Range, malformed multipart). */
+export class RangeResponseError extends RegistryError {
+  constructor(message: string) {
+    super('REGISTRY_BAD_RANGE_RESPONSE', message);
+  }
+}
+
+/** The caller's AbortSignal fired. */
+export class RegistryAbortedError extends RegistryError {
+  constructor(what: string, options?: { cause?: unknown }) {
+    super('REGISTRY_ABORTED', `${what}: aborted by the caller`, options);
+  }
+}
+
+/** A caller asked for bytes outside the blob (or a malformed range). */
+export class InvalidRangeError extends RegistryError {
+  constructor(message: string) {
+    super('REGISTRY_INVALID_RANGE', message);
+  }
+}

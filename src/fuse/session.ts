@@ -564,6 +564,15 @@ export class FuseSession extends EventEmitter {
       return;
     }
     this.inflight.set(req.unique, req);
+    try {
+      this.settle(req, v, ok);
+    } catch (err) {
+      this.inflight.delete(req.unique);
+      this.fail(req, err);
+    }
+  }
+
+  private settle<T>(req: Request, v: Thenable<T>, ok: (v: T) => void): void {
     v.then(
       (r) => {
         this.inflight.delete(req.unique);
@@ -747,7 +756,9 @@ export class FuseSession extends EventEmitter {
 
   private forget(ino: number, nlookup: number): void {
     try {
-      this.ops.forget?.(ino, nlookup);
+      const r: unknown = this.ops.forget?.(ino, nlookup);
+      // An async forget must not become an unhandled rejection (that would end the process).
+      if (isThenable<unknown>(r)) r.then(() => {}, (err) => this.log.error({ err, ino }, 'forget failed'));
     } catch (err) {
       this.log.error({ err, ino }, 'forget failed');
     }

@@ -173,7 +173,8 @@ export class LayerTree {
         total += d.size;
         this.fileChunkFirst[i] = c;
         this.fileChunkCount[i] = d.file.chunks.length;
-        if (d.file.digest) this.fileDigest.set(i, d.file.digest);
+        // A single-chunk file's digest is its chunk's: keep whole-file digests only for chunked files.
+        if (d.file.digest && d.file.chunks.length > 1) this.fileDigest.set(i, d.file.digest);
         for (const ch of d.file.chunks) {
           this.chunkFileOffset[c] = ch.fileOffset;
           this.chunkSize[c] = ch.size;
@@ -286,7 +287,7 @@ export class LayerTree {
   }
 
   fileDigestOf(node: number): Digest | undefined {
-    return this.fileDigest.get(node);
+    return this.fileDigest.get(node) ?? (this.fileChunkCount[node] === 1 ? this.chunk(node, 0).digest : undefined);
   }
 
   /** Sorted distinct uids and gids (the `uidset`/`gidset` of the info file). */

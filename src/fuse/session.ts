@@ -129,6 +129,10 @@ function pipeBinding(): PipeBinding | undefined {
 /** libuv hands every stream read a 64 KiB buffer; the kernel wants room for max_write + 80 bytes of headers. */
 const EPOLL_MAX_WRITE = 60 * 1024;
 
+const NOTIFY_INVAL_INODE = 2;
+const NOTIFY_INVAL_ENTRY = 3;
+const NOTIFY_DELETE = 6;
+
 /** Replies at least this large are written from the thread pool (see writeAsync). */
 const ASYNC_WRITE_BYTES = 128 * 1024;
 
@@ -366,6 +370,67 @@ export class FuseSession extends EventEmitter {
     t.unref();
     await this.done;
     clearTimeout(t);
+  }
+
+  // ---- notifications (the filesystem tells the kernel to drop what it cached) ----
+
+  /**
+   * Drop the cached data (pages from `offset`, `len` bytes; 0 = to the end) and attributes of an inode:
+   * after content or attributes changed under a long TTL or KEEP_CACHE. Resolves false if the kernel had
+   * nothing cached for it.
+   */
+  notifyInvalInode(ino: number, offset = 0, len = 0): Promise<boolean> {
+    const b = Buffer.alloc(OUT_HEADER_SIZE + 24);
+    writeU64(b, ino, 16);
+    writeU64(b, offset, 24);
+    writeU64(b, len, 32);
+    return this.notify(NOTIFY_INVAL_INODE, b);
+  }
+
+  /** Drop a cached name (positive or negative) under `parent`: after the name was added, removed or replaced. */
+  notifyInvalEntry(parent: number, name: string): Promise<boolean> {
+    const n = Buffer.from(name);
+    const b = Buffer.alloc(OUT_HEADER_SIZE + 16 + n.length + 1);
+    writeU64(b, parent, 16);
+    b.writeUInt32LE(n.length, 24);
+    n.copy(b, 32);
+    return this.notify(NOTIFY_INVAL_ENTRY, b);
+  }
+
+  /** Like notifyInvalEntry, and also tells the kernel that `child` was deleted (open files see it unlinked). */
+  notifyDelete(parent: number, child: number, name: string): Promise<boolean> {
+    const n = Buffer.from(name);
+    const b = Buffer.alloc(OUT_HEADER_SIZE + 24 + n.length + 1);
+    writeU64(b, parent, 16);
+    writeU64(b, child, 24);
+    b.writeUInt32LE(n.length, 32);
+    n.copy(b, 40);
+    return this.notify(NOTIFY_DELETE, b);
+  }
+
+  /**
+   * Notifications take inode locks in the kernel that a request waiting for our reply may hold, so they are
+   * written from the thread pool, never from the main thread (which must stay free to answer that request).
+   */
+  private notify(code: number, b: Buffer): Promise<boolean> {
+    return new Promise((resolve, reject) => {
+      if (this.fd < 0 || this.finished || !this.negotiated) {
+        resolve(false);
+        return;
+      }
+      b.writeUInt32LE(b.length, 0);
+      b.writeInt32LE(code, 4); // error = notify code, unique = 0
+      writeU64(b, 0, 8);
+      this.pendingWrites++;
+      fs.write(this.fd, b, 0, b.length, null, (err) => {
+        this.pendingWrites--;
+        if (this.finished && this.pendingWrites === 0) this.closeFd();
+        const c = (err as NodeJS.ErrnoException | null)?.code;
+        if (!err) resolve(true);
+        else if (c === 'ENOENT' || c === 'ENODEV' || c === 'EBADF') resolve(false);
+        else reject(err);
+      });
+    });
   }
 
   // ---- the request loop ----

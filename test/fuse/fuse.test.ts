@@ -240,6 +240,30 @@ sys.stdout.write(hashlib.sha256(open(sys.argv[1],'rb').read()[4096*1000:4096*100
     assert.equal(left, 0, 'every lookup was forgotten');
   });
 
+  it('notifications drop cached data and names (KEEP_CACHE and long TTLs otherwise hide changes)', async () => {
+    const req = async (cmd: object, reply: string): Promise<Msg> => {
+      const n = srv.messages.length;
+      srv.child.send(cmd);
+      return srv.waitFor((m) => m.type === reply, 10_000, n);
+    };
+    const file = join(mnt, 'dir/a.txt');
+    assert.equal(await ok('cat', [file]), 'a\n');
+    const ino1 = (await ok('stat', ['-c', '%i', file])).trim();
+    // Same size, new bytes, same inode: the page cache (KEEP_CACHE) still serves the old ones...
+    await req({ cmd: 'mutate', kind: 'inode', path: '/dir/a.txt', content: 'A\n' }, 'mutated');
+    assert.equal(await ok('cat', [file]), 'a\n');
+    // ...until the inode is invalidated.
+    assert.equal((await req({ cmd: 'notify', kind: 'inode', path: '/dir/a.txt' }, 'notified')).ok, true);
+    assert.equal(await ok('cat', [file]), 'A\n');
+    // A new inode under the same name: the cached entry (TTL 60 s) still points to the old one...
+    await req({ cmd: 'mutate', kind: 'entry', path: '/dir/a.txt', content: 'new inode\n' }, 'mutated');
+    assert.equal((await ok('stat', ['-c', '%i', file])).trim(), ino1);
+    // ...until the name is invalidated.
+    assert.equal((await req({ cmd: 'notify', kind: 'entry', path: '/dir/a.txt' }, 'notified')).ok, true);
+    assert.notEqual((await ok('stat', ['-c', '%i', file])).trim(), ino1);
+    assert.equal(await ok('cat', [file]), 'new inode\n');
+  });
+
   it('works as an overlayfs lower layer: whiteouts and opaque directories hide lower entries', async () => {
     const lower = join(dir, 'lower');
     const merged = join(dir, 'merged');

@@ -140,6 +140,29 @@ export class MemFs implements Operations {
     return this.attach(path, n);
   }
 
+  /** Change a file's bytes in place (same inode). */
+  replaceContent(path: string, content: Buffer | string): MemNode {
+    const n = this.resolve(path);
+    n.content = typeof content === 'string' ? Buffer.from(content) : content;
+    return n;
+  }
+
+  /** Put a new inode under an existing name (the old inode lives on until forgotten). */
+  relink(path: string, content: Buffer | string): MemNode {
+    const i = path.lastIndexOf('/');
+    const parent = this.resolve(path.slice(0, i));
+    const name = path.slice(i + 1);
+    const n = this.newNode(S_IFREG | 0o644, path);
+    n.content = typeof content === 'string' ? Buffer.from(content) : content;
+    parent.children!.set(name, n);
+    return n;
+  }
+
+  /** The inode at `path` (for notifications). */
+  inoOf(path: string): number {
+    return this.resolve(path).ino;
+  }
+
   setxattr(path: string, name: string, value: Buffer | string): void {
     this.namespaces.add(name.slice(0, name.indexOf('.') + 1));
     this.resolve(path).xattrs.set(name, typeof value === 'string' ? Buffer.from(value) : value);

@@ -128,7 +128,24 @@ async function main(): Promise<void> {
     send({ type: 'closed' });
     setTimeout(() => process.exit(0), 50);
   });
-  process.on('message', (m: { cmd: string; xattrPolicy?: 'enodata' | 'eopnotsupp'; id?: number; file?: string; args?: string[] }) => {
+  process.on('message', (m: {
+    cmd: string; xattrPolicy?: 'enodata' | 'eopnotsupp'; id?: number; file?: string; args?: string[];
+    path?: string; content?: string; kind?: 'inode' | 'entry' | 'delete';
+  }) => {
+    if (m.cmd === 'mutate') {
+      if (m.kind === 'inode') memfs.replaceContent(m.path!, m.content!);
+      else memfs.relink(m.path!, m.content!);
+      send({ type: 'mutated' });
+    }
+    if (m.cmd === 'notify') {
+      const path = m.path!;
+      const parentPath = path.slice(0, path.lastIndexOf('/')) || '/';
+      const name = path.slice(path.lastIndexOf('/') + 1);
+      const p = m.kind === 'inode'
+        ? session.notifyInvalInode(memfs.inoOf(path))
+        : session.notifyInvalEntry(memfs.inoOf(parentPath), name);
+      p.then((ok) => send({ type: 'notified', ok }), (err: unknown) => send({ type: 'notified', ok: false, error: String(err) }));
+    }
     if (m.cmd === 'exec') {
       // Run a check from inside this process's namespaces (rootless test), asynchronously: never a blocking
       // syscall on our own mount from this process.

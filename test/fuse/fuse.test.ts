@@ -155,6 +155,9 @@ for (const transport of ['epoll', 'pool'] as const) describe(`fuse: kernel proto
     if (transport === 'pool') await srv.waitFor((m) => m.event === 'access', 5000, from);
     const df = await ok('stat', ['-f', '-c', '%S %b %l', mnt]);
     assert.equal(df.trim(), '4096 1000 255');
+    // Not implemented: ENOSYS.
+    assert.match((await sh('mkdir', [join(mnt, 'newdir')])).stderr, /Function not implemented/);
+    assert.match((await sh('ln', ['-s', 'x', join(mnt, 'newlink')])).stderr, /Function not implemented/);
   });
 
   it('enforces mode bits for other users with default_permissions (the default)', async function () {

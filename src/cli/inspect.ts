@@ -4,6 +4,26 @@ import { openChunkedLayer, verifyChunkedLayer, layerKind } from '../format/index
 import { openFileRange, TocfsError } from '../util/index.js';
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
+import { inspectRemote } from './inspect-remote.js';
+import { registryClientFor, type RegistryFlags } from './registry-flags.js';
+
+async function printRemote(ref: string, opts: { json?: boolean } & RegistryFlags): Promise<void> {
+  const client = registryClientFor(opts, [ref]);
+  try {
+    const r = await inspectRemote(client, ref);
+    if (opts.json) {
+      process.stdout.write(JSON.stringify(r, null, 2) + '\n');
+      return;
+    }
+    const lines = [`${r.ref} (manifest ${r.manifestDigest})`];
+    for (const l of r.layers) {
+      lines.push(`  ${l.digest}  ${String(l.size).padStart(11)}  ${l.lazy ? 'lazy ' : 'full '} ${l.kind}${l.tocDigest ? `  TOC ${l.tocDigest} (${l.entries} entries, verified with ${l.bytesRead} bytes)` : ''}${l.reason ? `  — ${l.reason}` : ''}`);
+    }
+    process.stdout.write(lines.join('\n') + '\n');
+  } finally {
+    await client.close();
+  }
+}
 
 interface DescriptorFile {
   mediaType?: string;
@@ -74,12 +94,19 @@ export async function inspectLocalLayer(blobPath: string, descriptorPath: string
 export function registerInspect(program: Command): void {
   program
     .command('inspect')
-    .description('verify a zstd:chunked layer end to end and describe it')
-    .argument('<blob>', 'the layer blob file')
-    .requiredOption('--descriptor <file>', 'the OCI descriptor of the layer (JSON with digest, size, annotations)')
+    .description('verify a local zstd:chunked layer end to end, or describe the layers of docker://<ref> (fetching only their TOCs)')
+    .argument('<blob-or-ref>', 'a layer blob file (with --descriptor), or docker://<ref>')
+    .option('--descriptor <file>', 'the OCI descriptor of the layer (JSON with digest, size, annotations)')
     .option('--json', 'print one JSON object')
-    .action(async (blobPath: string, opts: { descriptor: string; json?: boolean }) => {
-      const r = await inspectLocalLayer(blobPath, opts.descriptor);
+    .option('--registries-conf <file>', 'registries.conf to use instead of the system one')
+    .option('--insecure', 'talk plain HTTP (or unverified TLS) to the registry')
+    .action(async (target: string, opts: { descriptor?: string; json?: boolean } & RegistryFlags) => {
+      if (target.startsWith('docker://')) {
+        await printRemote(target.slice('docker://'.length), opts);
+        return;
+      }
+      if (!opts.descriptor) throw new TocfsError('BAD_USAGE', `inspect ${target}: a local blob needs --descriptor <descriptor.json> (its digest, size and annotations)`);
+      const r = await inspectLocalLayer(target, opts.descriptor);
       if (opts.json) {
         process.stdout.write(JSON.stringify(r, null, 2) + '\n');
         return;

@@ -118,3 +118,32 @@ describe('convert: images to zstd:chunked', () => {
     assert.match(r.stderr, /unknown transport; use oci:<dir>\[:<tag>\]/);
   });
 });
+
+describe('convert: to and from a registry', function () {
+  this.timeout(120_000);
+  let tmp: string;
+  let registry: import('../helpers/registry-server.js').RegistryServer;
+  before(async () => {
+    tmp = mkdtempSync(join(tmpdir(), 'tocfs-convert-reg-'));
+    registry = await (await import('../helpers/registry-server.js')).startRegistry({});
+  });
+  after(async () => {
+    await registry?.stop();
+    rmSync(tmp, { recursive: true, force: true });
+  });
+
+  it('pushes a converted image to docker:// and reads it back unchanged, with verified layers', async () => {
+    const t = await makeTar(tmp, 'r1', { 'etc/os-release': Buffer.from('ID=test\n'), 'usr/lib/blob': randomBytes(150_000) });
+    const { diffIDs } = makeGzipLayout(tmp, [t]);
+    const ref = `${registry.host}/convert/pushed:v1`;
+    const pushed = await runCli(['convert', `oci:${join(tmp, 'src-layout')}:v1`, `docker://${ref}`, '--insecure', '--json']);
+    assert.equal(pushed.code, 0, pushed.stderr);
+    const back = await runCli(['convert', `docker://${ref}`, `oci:${join(tmp, 'back')}:v1`, '--insecure', '--json']);
+    assert.equal(back.code, 0, back.stderr);
+    const a = JSON.parse(pushed.stdout);
+    const b = JSON.parse(back.stdout);
+    assert.deepEqual(b.layers.map((l: { to: string }) => l.to), a.layers.map((l: { to: string }) => l.to), 'zstd:chunked layers come back as they are');
+    assert.deepEqual(b.layers.map((l: { diffID: string }) => l.diffID), diffIDs);
+    assert.equal(b.manifestDigest, a.manifestDigest, 'the same manifest bytes');
+  });
+});

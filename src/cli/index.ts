@@ -3,6 +3,7 @@ import { TocfsError } from '../util/index.js';
 import { registerConvert } from './convert.js';
 import { registerInspect } from './inspect.js';
 import { registerMount } from './mount.js';
+import { registerGc } from './gc.js';
 
 /** Build the `tocfs` command tree. Each subcommand lives in its own module and is registered here. */
 export function buildProgram(): Command {
@@ -15,6 +16,7 @@ export function buildProgram(): Command {
   registerInspect(program);
   registerConvert(program);
   registerMount(program);
+  registerGc(program);
   return program;
 }
 

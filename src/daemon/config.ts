@@ -15,6 +15,10 @@ export interface Config {
   /** Uncompressed bytes fetched ahead of a sequential reader. */
   readaheadBytes: number;
   logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error';
+  /** Verified chunks on disk, reused after restarts; undefined = a tenth of the filesystem; 0 = off. */
+  diskCacheBytes?: number;
+  /** Where the disk cache lives (default <root>/cache). */
+  cacheDir?: string;
   /** registries.conf to use instead of the system's (mirrors, insecure registries). */
   registriesConf?: string;
 }
@@ -40,6 +44,10 @@ export function parseSize(v: unknown, key: string, file: string): number {
   const m = typeof v === 'string' ? SIZE_RE.exec(v.trim()) : null;
   if (!m) throw new ConfigError('CONFIG_INVALID', `${file}: ${key} = ${JSON.stringify(v)} is not a size (use bytes or e.g. "512MiB")`);
   return Math.round(Number(m[1]) * UNITS[(m[2] ?? 'b').toLowerCase()]!);
+}
+
+export function cacheDirOf(cfg: Config): string {
+  return cfg.cacheDir ?? `${cfg.root}/cache`;
 }
 
 /** Read a config file (TOML), layered over the defaults. A missing default file is fine; a missing named one is not. */
@@ -70,6 +78,8 @@ export async function loadConfig(path: string | undefined): Promise<Config> {
       case 'memory_cache': cfg.memoryCacheBytes = parseSize(v, k, file); break;
       case 'readahead': cfg.readaheadBytes = parseSize(v, k, file); break;
       case 'registries_conf': cfg.registriesConf = str(); break;
+      case 'disk_cache': cfg.diskCacheBytes = parseSize(v, k, file); break;
+      case 'cache_dir': cfg.cacheDir = str(); break;
       case 'log_level': {
         const s = str();
         if (!['trace', 'debug', 'info', 'warn', 'error'].includes(s)) throw new ConfigError('CONFIG_INVALID', `${file}: log_level must be one of trace, debug, info, warn, error`);
@@ -77,7 +87,7 @@ export async function loadConfig(path: string | undefined): Promise<Config> {
         break;
       }
       default:
-        throw new ConfigError('CONFIG_INVALID', `${file}: unknown key "${k}" (known: mountpoint, root, memory_cache, readahead, registries_conf, log_level)`);
+        throw new ConfigError('CONFIG_INVALID', `${file}: unknown key "${k}" (known: mountpoint, root, memory_cache, disk_cache, cache_dir, readahead, registries_conf, log_level)`);
     }
   }
   return cfg;

@@ -2,10 +2,10 @@ import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pino, type Logger } from 'pino';
 import { FuseSession } from '../fuse/index.js';
-import { ChunkCache } from '../layer/index.js';
+import { ChunkCache, DiskCache } from '../layer/index.js';
 import { RegistryClient } from '../registry/index.js';
 import { LayerStore, Resolver } from '../store/index.js';
-import type { Config } from './config.js';
+import { cacheDirOf, type Config } from './config.js';
 
 export interface Daemon {
   session: FuseSession;
@@ -34,7 +34,13 @@ export async function startDaemon(cfg: Config, logger: Logger = createLogger(cfg
     // A configured registries.conf replaces the system's, drop-ins included (so tests and sandboxes are hermetic).
     ...(cfg.registriesConf ? { registriesConfPaths: { path: cfg.registriesConf, dropInDir: `${cfg.registriesConf}.d` } } : {}),
   });
-  const cache = new ChunkCache(cfg.memoryCacheBytes);
+  const diskBytes = cfg.diskCacheBytes ?? await DiskCache.defaultSize(cacheDirOf(cfg));
+  const disk = diskBytes > 0 ? new DiskCache(cacheDirOf(cfg), diskBytes, logger.child({ component: 'cache' })) : undefined;
+  if (disk) {
+    await disk.load();
+    logger.info({ dir: disk.dir, bytes: disk.usedBytes, chunks: disk.entries, cap: disk.maxBytes }, 'disk cache loaded');
+  }
+  const cache = new ChunkCache(cfg.memoryCacheBytes, disk);
   const resolver = new Resolver({
     client, cache, blobDir: join(cfg.root, 'blobs'), readaheadBytes: cfg.readaheadBytes,
     logger: logger.child({ component: 'store' }),

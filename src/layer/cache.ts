@@ -1,4 +1,5 @@
 import { LRUCache } from 'lru-cache';
+import type { DiskCache } from './disk-cache.js';
 
 /**
  * Verified, decompressed chunks by digest, shared by every layer and image (identical chunks are fetched once).
@@ -10,7 +11,11 @@ export class ChunkCache {
   hits = 0;
   misses = 0;
 
-  constructor(readonly maxBytes: number) {
+  /** The persistent tier behind memory, if any. */
+  readonly disk: DiskCache | undefined;
+
+  constructor(readonly maxBytes: number, disk?: DiskCache) {
+    this.disk = disk;
     this.lru = new LRUCache<string, Buffer>({
       maxSize: Math.max(1, maxBytes),
       // A chunk bigger than a quarter of the cache would evict everything else for one file: serve it uncached.
@@ -25,6 +30,7 @@ export class ChunkCache {
     return b;
   }
 
+  /** In memory or on its way there (readahead skips these). */
   has(digest: string): boolean {
     return this.lru.has(digest) || this.inflight.has(digest);
   }

@@ -31,6 +31,8 @@ export interface ContentOptions {
 export interface ContentStats {
   /** Compressed bytes fetched from the source. */
   fetchedBytes: number;
+  /** Uncompressed bytes found in the disk cache instead. */
+  diskBytes: number;
   fetches: number;
   /** Uncompressed bytes handed to readers. */
   servedBytes: number;
@@ -38,6 +40,13 @@ export interface ContentStats {
 }
 
 const MAX_CHUNK_DEFAULT = 512 << 20;
+
+/** A chunk some reader waits for, and how to hand it over. */
+interface Pending {
+  chunk: ChunkView;
+  resolve: (b: Buffer) => void;
+  reject: (e: unknown) => void;
+}
 const ZERO = Buffer.alloc(1 << 20);
 const zeroDigests = new Map<number, Digest>();
 
@@ -57,7 +66,7 @@ function zerosDigest(size: number): Digest {
  * Only verified bytes leave this class; everything else is a ContentError.
  */
 export class LayerContent {
-  readonly stats: ContentStats = { fetchedBytes: 0, fetches: 0, servedBytes: 0, verifyFailures: 0 };
+  readonly stats: ContentStats = { fetchedBytes: 0, diskBytes: 0, fetches: 0, servedBytes: 0, verifyFailures: 0 };
   /** Where each file's last read ended: a read starting there is sequential and earns readahead. */
   private readonly lastEnd = new Map<number, number>();
   private readonly readahead: number;
@@ -117,7 +126,7 @@ export class LayerContent {
    */
   private obtain(node: number, wanted: number[], ahead: number[]): Promise<Buffer | undefined>[] {
     const results: Promise<Buffer | undefined>[] = [];
-    const toFetch: { chunk: ChunkView; resolve: (b: Buffer) => void; reject: (e: unknown) => void }[] = [];
+    const toFetch: Pending[] = [];
     const schedule = (c: ChunkView): Promise<Buffer> => {
       let resolve!: (b: Buffer) => void;
       let reject!: (e: unknown) => void;
@@ -143,11 +152,32 @@ export class LayerContent {
       const c = this.tree.chunk(node, i);
       if (!this.cache.has(c.digest)) schedule(c).catch(() => { /* readahead failures surface when read */ });
     }
-    if (toFetch.length > 0) void this.fetch(node, toFetch);
+    if (toFetch.length > 0) void this.fill(node, toFetch);
     return results;
   }
 
-  private async fetch(node: number, batch: { chunk: ChunkView; resolve: (b: Buffer) => void; reject: (e: unknown) => void }[]): Promise<void> {
+  /** Misses: the disk cache first (each chunk re-verified there), then one batched fetch for the rest. */
+  private async fill(node: number, batch: Pending[]): Promise<void> {
+    const disk = this.cache.disk;
+    let rest = batch;
+    if (disk) {
+      const found = await Promise.all(batch.map((b) => (disk.has(b.chunk.digest) ? disk.get(b.chunk.digest).catch(() => undefined) : undefined)));
+      rest = [];
+      batch.forEach((b, i) => {
+        const data = found[i];
+        if (data && data.length === b.chunk.size) {
+          this.stats.diskBytes += data.length;
+          this.cache.set(b.chunk.digest, data);
+          b.resolve(data);
+        } else {
+          rest.push(b);
+        }
+      });
+    }
+    if (rest.length > 0) await this.fetch(node, rest);
+  }
+
+  private async fetch(node: number, batch: Pending[]): Promise<void> {
     const tooBig = batch.filter((b) => b.chunk.size > this.maxChunk);
     for (const b of tooBig) {
       b.reject(this.error(node, b.chunk, `chunk of ${b.chunk.size} bytes exceeds the ${this.maxChunk}-byte in-memory limit`));
@@ -169,6 +199,7 @@ export class LayerContent {
         if (compressed.length !== b.chunk.end - b.chunk.start) throw new Error(`source returned ${compressed.length} bytes for ${b.chunk.end - b.chunk.start}`);
         const data = verifyChunkBytes(this.where(node, b.chunk), b.chunk, compressed);
         this.cache.set(b.chunk.digest, data);
+        void this.cache.disk?.put(b.chunk.digest, data);
         b.resolve(data);
       } catch (err) {
         this.stats.verifyFailures++;

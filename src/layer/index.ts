@@ -5,3 +5,4 @@ export {
 } from './tree.js';
 export { LayerContent, ContentError, type BlobSource, type ContentOptions, type ContentStats, type ContentLogger } from './content.js';
 export { ChunkCache } from './cache.js';
+export { DiskCache, type DiskCacheStats } from './disk-cache.js';

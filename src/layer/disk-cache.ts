@@ -1,0 +1,196 @@
+import { createHash } from 'node:crypto';
+import { mkdir, open, readdir, readFile, rename, rm, stat, statfs, utimes } from 'node:fs/promises';
+import { join } from 'node:path';
+
+export interface DiskCacheStats {
+  hits: number;
+  misses: number;
+  writes: number;
+  evictions: number;
+  /** Files found corrupt on load (and removed). */
+  corrupt: number;
+}
+
+export interface DiskCacheLogger {
+  warn(obj: object, msg: string): void;
+}
+
+const HEX = /^[0-9a-f]{64}$/;
+
+/**
+ * Verified chunks on disk, content-addressed: `<dir>/sha256/<ab>/<hex>`. Shared by every layer and image, reused
+ * after a restart, written atomically (temporary file + rename), and verified again when read back: a disk that
+ * flips a bit yields a miss, never wrong bytes. Bounded by `maxBytes` with least-recently-used eviction that skips
+ * chunks pinned by readers in progress.
+ */
+export class DiskCache {
+  readonly stats: DiskCacheStats = { hits: 0, misses: 0, writes: 0, evictions: 0, corrupt: 0 };
+  /** hex → size; Map order is recency (oldest first). */
+  private readonly index = new Map<string, number>();
+  private readonly pins = new Map<string, number>();
+  private bytes = 0;
+  private loaded: Promise<void> | undefined;
+  private tmpSeq = 0;
+
+  constructor(readonly dir: string, readonly maxBytes: number, private readonly logger?: DiskCacheLogger) {}
+
+  /** Default cap: a tenth of the filesystem holding `dir`. */
+  static async defaultSize(dir: string): Promise<number> {
+    await mkdir(dir, { recursive: true });
+    const s = await statfs(dir);
+    return Math.floor((s.blocks * s.bsize) / 10);
+  }
+
+  /** Read what a previous run left (oldest access first), so the cap and the LRU order hold across restarts. */
+  load(): Promise<void> {
+    this.loaded ??= this.scan();
+    return this.loaded;
+  }
+
+  private async scan(): Promise<void> {
+    const root = join(this.dir, 'sha256');
+    await mkdir(root, { recursive: true });
+    const found: { hex: string; size: number; atime: number }[] = [];
+    for (const sub of await readdir(root)) {
+      const d = join(root, sub);
+      for (const name of await readdir(d).catch(() => [] as string[])) {
+        const p = join(d, name);
+        if (!HEX.test(name)) {
+          // Leftover temporary file of a run that died mid-write.
+          await rm(p, { force: true });
+          continue;
+        }
+        const st = await stat(p).catch(() => undefined);
+        if (st) found.push({ hex: name, size: st.size, atime: st.atimeMs });
+      }
+    }
+    found.sort((a, b) => a.atime - b.atime);
+    for (const f of found) {
+      this.index.set(f.hex, f.size);
+      this.bytes += f.size;
+    }
+    await this.evict();
+  }
+
+  get usedBytes(): number {
+    return this.bytes;
+  }
+
+  get entries(): number {
+    return this.index.size;
+  }
+
+  private path(hex: string): string {
+    return join(this.dir, 'sha256', hex.slice(0, 2), hex);
+  }
+
+  has(digest: string): boolean {
+    return this.index.has(digest.slice(7));
+  }
+
+  /** The verified chunk, or undefined (missing, or found corrupt and removed). */
+  async get(digest: string): Promise<Buffer | undefined> {
+    await this.load();
+    const hex = digest.slice(7);
+    if (!this.index.has(hex)) {
+      this.stats.misses++;
+      return undefined;
+    }
+    let data: Buffer;
+    const unpin = this.pin(digest);
+    try {
+      data = await readFile(this.path(hex));
+    } catch {
+      // Evicted by `tocfs gc` or removed by hand: a miss, the chunk is fetched again.
+      this.forget(hex);
+      this.stats.misses++;
+      return undefined;
+    } finally {
+      unpin();
+    }
+    if (createHash('sha256').update(data).digest('hex') !== hex) {
+      this.stats.corrupt++;
+      this.logger?.warn({ digest, path: this.path(hex) }, `disk cache: ${this.path(hex)} does not match its digest; removed`);
+      this.forget(hex);
+      await rm(this.path(hex), { force: true });
+      this.stats.misses++;
+      return undefined;
+    }
+    this.touch(hex);
+    this.stats.hits++;
+    return data;
+  }
+
+  /** Store a verified chunk (callers verify before putting). Failures only cost a future refetch. */
+  async put(digest: string, data: Buffer): Promise<void> {
+    await this.load();
+    const hex = digest.slice(7);
+    if (this.index.has(hex) || data.length > this.maxBytes) return;
+    const final = this.path(hex);
+    const tmp = join(this.dir, 'sha256', hex.slice(0, 2), `.tmp-${process.pid}-${this.tmpSeq++}`);
+    try {
+      await mkdir(join(this.dir, 'sha256', hex.slice(0, 2)), { recursive: true });
+      const fh = await open(tmp, 'w');
+      try {
+        await fh.writeFile(data);
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+      await rename(tmp, final);
+    } catch (err) {
+      await rm(tmp, { force: true });
+      this.logger?.warn({ digest, err: (err as Error).message }, 'disk cache: could not store a chunk');
+      return;
+    }
+    this.index.set(hex, data.length);
+    this.bytes += data.length;
+    this.stats.writes++;
+    await this.evict();
+  }
+
+  /** Keep `digest` from eviction while a reader uses it; returns the release function. */
+  pin(digest: string): () => void {
+    const hex = digest.slice(7);
+    this.pins.set(hex, (this.pins.get(hex) ?? 0) + 1);
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
+      const n = (this.pins.get(hex) ?? 1) - 1;
+      if (n <= 0) this.pins.delete(hex);
+      else this.pins.set(hex, n);
+    };
+  }
+
+  /** Evict least-recently-used chunks until at most `target` bytes remain (default: the cap). */
+  async evict(target = this.maxBytes): Promise<number> {
+    let freed = 0;
+    for (const [hex, size] of this.index) {
+      if (this.bytes <= target) break;
+      if (this.pins.has(hex)) continue;
+      this.forget(hex);
+      await rm(this.path(hex), { force: true });
+      this.stats.evictions++;
+      freed += size;
+    }
+    return freed;
+  }
+
+  private touch(hex: string): void {
+    const size = this.index.get(hex)!;
+    this.index.delete(hex);
+    this.index.set(hex, size);
+    // Recency survives a restart through atime (best effort: noatime mounts lose it).
+    const p = this.path(hex);
+    const now = new Date();
+    void utimes(p, now, now).catch(() => {});
+  }
+
+  private forget(hex: string): void {
+    const size = this.index.get(hex);
+    if (size === undefined) return;
+    this.index.delete(hex);
+    this.bytes -= size;
+  }
+}

@@ -1,0 +1,77 @@
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { DiskCache } from '../../src/layer/index.js';
+
+const digestOf = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
+
+describe('layer: disk cache', () => {
+  let dir: string;
+  beforeEach(() => { dir = mkdtempSync(join(tmpdir(), 'tocfs-disk-cache-')); });
+  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('stores chunks by digest and finds them again after a restart', async () => {
+    const a = randomBytes(10_000);
+    const c1 = new DiskCache(dir, 1 << 20);
+    await c1.put(digestOf(a), a);
+    assert.ok(existsSync(join(dir, 'sha256', digestOf(a).slice(7, 9), digestOf(a).slice(7))));
+    const c2 = new DiskCache(dir, 1 << 20);
+    await c2.load();
+    assert.equal(c2.entries, 1);
+    assert.ok((await c2.get(digestOf(a)))!.equals(a));
+    assert.equal(c2.stats.hits, 1);
+  });
+
+  it('turns a corrupted file into a miss and removes it, never returning its bytes', async () => {
+    const a = randomBytes(5000);
+    const c = new DiskCache(dir, 1 << 20);
+    await c.put(digestOf(a), a);
+    const path = join(dir, 'sha256', digestOf(a).slice(7, 9), digestOf(a).slice(7));
+    const bad = readFileSync(path);
+    bad[100] ^= 1;
+    writeFileSync(path, bad);
+    assert.equal(await c.get(digestOf(a)), undefined);
+    assert.equal(c.stats.corrupt, 1);
+    assert.ok(!existsSync(path));
+  });
+
+  it('keeps within its cap under three times its size of chunks, evicting the least recently used', async () => {
+    const chunks = Array.from({ length: 30 }, () => randomBytes(10_000));
+    const c = new DiskCache(dir, 100_000);
+    for (const [i, b] of chunks.entries()) {
+      await c.put(digestOf(b), b);
+      if (i >= 2) await c.get(digestOf(chunks[0]!)); // chunk 0 stays hot
+      assert.ok(c.usedBytes <= 100_000, `${c.usedBytes} bytes after ${i + 1} chunks`);
+    }
+    assert.ok(await c.get(digestOf(chunks[0]!)), 'the hot chunk survived');
+    assert.ok(await c.get(digestOf(chunks[29]!)), 'the newest chunk is there');
+    assert.equal(await c.get(digestOf(chunks[1]!)), undefined, 'an old cold chunk was evicted');
+    const files = readdirSync(join(dir, 'sha256')).flatMap((d) => readdirSync(join(dir, 'sha256', d)));
+    assert.equal(files.length, c.entries);
+  });
+
+  it('never evicts a pinned chunk', async () => {
+    const chunks = Array.from({ length: 5 }, () => randomBytes(10_000));
+    const c = new DiskCache(dir, 25_000);
+    await c.put(digestOf(chunks[0]!), chunks[0]!);
+    const unpin = c.pin(digestOf(chunks[0]!));
+    for (const b of chunks.slice(1)) await c.put(digestOf(b), b);
+    assert.ok(c.has(digestOf(chunks[0]!)));
+    unpin();
+    await c.evict(0);
+    assert.equal(c.entries, 0);
+  });
+
+  it('removes temporary files a crashed writer left behind', async () => {
+    const c1 = new DiskCache(dir, 1 << 20);
+    const a = randomBytes(100);
+    await c1.put(digestOf(a), a);
+    const sub = join(dir, 'sha256', digestOf(a).slice(7, 9));
+    writeFileSync(join(sub, '.tmp-1234-0'), 'partial');
+    const c2 = new DiskCache(dir, 1 << 20);
+    await c2.load();
+    assert.deepEqual(readdirSync(sub), [digestOf(a).slice(7)]);
+  });
+});

@@ -24,6 +24,6 @@ if (!existsSync(join(root, 'node_modules', 'zstd-napi'))) step('installing npm d
 const built = join(root, 'dist', 'src', 'cli', 'main.js');
 const newest = (p) => statSync(p).mtimeMs;
 if (!existsSync(built) || newest(join(root, 'src', 'cli', 'index.ts')) > newest(built)) step('building', 'npx', ['tsc', '-p', 'tsconfig.json']);
-const child = spawn(process.execPath, [built, 'mount', ...process.argv.slice(2)], { cwd: root, stdio: 'inherit' });
+const child = spawn(process.execPath, [join(root, 'bin', 'tocfs.cjs'), 'mount', ...process.argv.slice(2)], { cwd: root, stdio: 'inherit' });
 for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => child.kill(sig));
 child.on('exit', (code, signal) => process.exit(code ?? (signal ? 0 : 1)));

@@ -28,7 +28,10 @@ export async function startDaemon(work: string, opts: { insecureHosts?: string[]
   writeFileSync(regConf, (opts.insecureHosts ?? []).map((h) => `[[registry]]\nlocation = "${h}"\ninsecure = true\n`).join('\n'));
   const cfg = join(work, 'tocfs.toml');
   writeFileSync(cfg, `registries_conf = "${regConf}"\nlog_level = "debug"\n${opts.extraConfig ?? ''}`);
-  const child: ChildProcess = spawn(process.execPath, [CLI, 'mount', mountpoint, '--root', root, '--config', cfg], { stdio: ['ignore', 'pipe', 'pipe'] });
+  // As bin/tocfs.cjs does: the thread pool size must be in the environment before the process starts.
+  const child: ChildProcess = spawn(process.execPath, [CLI, 'mount', mountpoint, '--root', root, '--config', cfg], {
+    stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, UV_THREADPOOL_SIZE: '16' },
+  });
   let log = '';
   child.stdout!.on('data', (d) => { log += d; });
   child.stderr!.on('data', (d) => { log += d; });

@@ -124,6 +124,15 @@ describe('store: the additional layer store namespace on a real mount', function
     assert.equal(r.out.trim(), 'yes');
   });
 
+  it('keeps the store root to root, and answers "not supported" for SELinux labels so ls -l stops asking', async () => {
+    assert.equal((await stat(daemon.mountpoint)).mode & 0o777, 0o700);
+    const file = join(layerDir(image.layers[0]!.digest), 'diff/etc/motd');
+    const selinux = await sh(`getfattr -n security.selinux '${file}'`);
+    assert.match(selinux.out, /Operation not supported/);
+    const other = await sh(`getfattr -n user.nothing '${file}'`);
+    assert.match(other.out, /No such attribute/);
+  });
+
   it('lists what it resolved, and refuses writes inside layers', async () => {
     assert.ok((await readdir(daemon.mountpoint)).includes(b64(ref)));
     assert.ok((await readdir(join(daemon.mountpoint, b64(ref)))).includes(image.layers[0]!.digest));

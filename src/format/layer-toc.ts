@@ -67,6 +67,12 @@ export const LIMITS = {
 
 const EMPTY_DIGEST = sha256Digest(new Uint8Array(0));
 
+/**
+ * A zstd block regenerates at most 128 KiB and takes at least 4 bytes (an RLE block), so no blob range can
+ * decompress to more than 32768 times its length: a chunk claiming more is a lie we can refuse before fetching.
+ */
+const MAX_ZSTD_RATIO = 32768;
+
 function invalid(name: string | undefined, msg: string): Error {
   return formatError('TOC_INVALID', `invalid TOC${name !== undefined ? ` entry "${name}"` : ''}: ${msg}`);
 }
@@ -208,6 +214,9 @@ function assignRanges(files: LayerFile[], dataEnd: number): void {
     f.chunks.forEach((c, j) => {
       c.end = f.chunks[j + 1]?.start ?? end;
       if (c.end <= c.start) throw invalid(f.name, `empty or negative blob range [${c.start}, ${c.end}) for the chunk at ${c.fileOffset}`);
+      if (c.size > (c.end - c.start) * MAX_ZSTD_RATIO) {
+        throw invalid(f.name, `the chunk at ${c.fileOffset} claims ${c.size} bytes, more than its ${c.end - c.start}-byte blob range can decompress to`);
+      }
     });
     prevEnd = end;
   });

@@ -160,7 +160,9 @@ function decodeEntry(x: unknown, index: number): TocEntry {
   if (typeof x !== 'object' || x === null || Array.isArray(x)) throw tocError(`entry ${index} is not an object`);
   const e: Partial<Record<keyof TocEntry, unknown>> = {};
   for (const [k, v] of Object.entries(x)) {
-    const key = ENTRY_KEYS[k.toLowerCase()];
+    // Own keys only: "constructor" or "__proto__" in a TOC are unknown keys, not Object.prototype's members.
+    const lower = k.toLowerCase();
+    const key = Object.hasOwn(ENTRY_KEYS, lower) ? ENTRY_KEYS[lower] : undefined;
     if (key === undefined || v === null) continue;
     const where = () => `entry ${index}${typeof e.name === 'string' ? ` ("${e.name}")` : ''}: "${key}"`;
     if (NUMERIC.has(key)) {

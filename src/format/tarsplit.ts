@@ -122,10 +122,15 @@ export async function headersFromTarSplit(entries: readonly TarSplitEntry[]): Pr
     }
     const bytes = e.payload.subarray(pendingPadding);
     pendingPadding = 0;
-    for await (const ev of readTar([bytes])) {
-      if (ev.kind === 'entry') out.push(entryFromHeader(ev.header));
-      else if (ev.kind === 'end') ended = true;
-      break;
+    try {
+      for await (const ev of readTar([bytes])) {
+        if (ev.kind === 'entry') out.push(entryFromHeader(ev.header));
+        else if (ev.kind === 'end') ended = true;
+        break;
+      }
+    } catch (err) {
+      // Name the tar-split, not "the tar": the bytes came from the layer's tar-split, not from an input tar.
+      throw formatError('TARSPLIT_INVALID', `tar-split segment ${out.length + 1} holds no valid tar header: ${(err as Error).message}`, err);
     }
   }
   return out;

@@ -2,6 +2,7 @@ import { createHash, type Hash } from 'node:crypto';
 import type { Digest } from '../util/index.js';
 import { formatChunkedAnnotations, MAX_TOC_SIZE } from './annotations.js';
 import { Crc64 } from './crc64.js';
+import { buildLayerToc } from './layer-toc.js';
 import { formatError } from './errors.js';
 import { encodeFooter } from './footer.js';
 import { encodeToc, entryFromHeader, type TocEntry } from './metadata.js';
@@ -197,6 +198,11 @@ export async function writeZstdChunked(
   for await (const ev of readTar(tar)) {
     switch (ev.kind) {
       case 'entry':
+        if (ev.payload === 0 && ev.header.size > 0) {
+          // tar-split records the header's size and would reassemble that many content bytes the tar does not
+          // have: the layer could never be rebuilt to its DiffID.
+          throw formatError('TAR_UNSUPPORTED', `"${ev.header.name}": a tar entry of type ${JSON.stringify(ev.header.typeflag)} declares ${ev.header.size} bytes of size but carries no content; tar-split cannot represent it`);
+        }
         raw(ev.raw);
         payload = new PayloadState(ev.header, ev.payload);
         if (ev.payload === 0) {
@@ -244,7 +250,15 @@ async function finishBlob(
   diff: { diffID: Digest; diffSize: number },
 ): Promise<WriterResult> {
   const tarSplitDigest: Digest = `sha256:${createHash('sha256').update(tarSplitZ).digest('hex')}`;
-  const tocJson = Buffer.from(encodeToc({ version: 1, entries, tarSplitDigest }));
+  // Never write a layer our own reader would refuse (names climbing out, 64-bit uids, years past 9999…): say
+  // so now, naming the entry, rather than produce a blob that fails when it is served.
+  let tocJson: Buffer;
+  try {
+    buildLayerToc({ version: 1, entries }, tarSplitDigest, out.pos);
+    tocJson = Buffer.from(encodeToc({ version: 1, entries, tarSplitDigest }));
+  } catch (err) {
+    throw formatError('TAR_UNSUPPORTED', `the tar cannot become a servable zstd:chunked layer: ${(err as Error).message}`, err);
+  }
   const tocZ = compressFrame(tocJson, level);
   if (tocZ.length > MAX_TOC_SIZE || tocJson.length > MAX_TOC_SIZE) {
     throw formatError('TOC_TOO_LARGE', `the layer's TOC (${tocJson.length} bytes) exceeds podman's ${MAX_TOC_SIZE}-byte limit`);

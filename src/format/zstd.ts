@@ -59,7 +59,10 @@ export function compressFrame(data: Uint8Array, level: number): Buffer {
 /**
  * Decompress a sequence of zstd frames (skippable frames are skipped) into at most `maxOutput` bytes.
  * More output than that is an error, never a bigger allocation: sizes come from untrusted TOCs and annotations.
- * With `exact`, fewer bytes is an error too.
+ * With `exact`, fewer bytes is an error too. With `prefix` (a chunk's blob range, which c/storage may infer to run
+ * into the next entry's header frame), the first `maxOutput` bytes are wanted and the rest of the range is
+ * ignored, but the frame holding the last wanted byte must end right there and its checksum must verify: a
+ * chunk is exactly one frame, so a frame that holds more, or whose checksum is wrong, is corrupt.
  */
 export function decompressFrames(
   src: Uint8Array,
@@ -73,13 +76,7 @@ export function decompressFrames(
   let input = src;
   const out = Buffer.allocUnsafe(Math.min(Math.max(maxOutput, 1), 4 << 20));
   let inFrame = false;
-  while (input.length > 0) {
-    if (!inFrame && input.length >= 8 && isSkippable(input)) {
-      const len = Buffer.from(input.buffer, input.byteOffset + 4, 4).readUInt32LE(0);
-      if (8 + len > input.length) throw formatError('ZSTD_INVALID', `${what}: truncated skippable frame`);
-      input = input.subarray(8 + len);
-      continue;
-    }
+  const step = (): { ret: number; produced: number } => {
     let ret: number;
     let produced: number;
     let consumed: number;
@@ -88,27 +85,40 @@ export function decompressFrames(
     } catch (err) {
       throw formatError('ZSTD_INVALID', `${what}: not valid zstd data (${(err as Error).message})`, err);
     }
-    if (produced > 0) {
-      if (total + produced > maxOutput) {
-        if (mode !== 'prefix') {
-          throw formatError('ZSTD_INVALID', `${what}: decompresses to more than the declared ${maxOutput} bytes`);
-        }
-        // A chunk range may run into the next header frame (as c/storage infers it); keep only what was asked.
-        chunks.push(Buffer.from(out.subarray(0, maxOutput - total)));
-        total = maxOutput;
-        break;
-      }
-      total += produced;
-      chunks.push(Buffer.from(out.subarray(0, produced)));
-      if (mode === 'prefix' && total === maxOutput) break;
-    }
-    input = input.subarray(consumed);
-    inFrame = ret !== 0;
     if (consumed === 0 && produced === 0) {
       throw formatError('ZSTD_INVALID', `${what}: zstd decoder made no progress (corrupt frame)`);
     }
+    input = input.subarray(consumed);
+    inFrame = ret !== 0;
+    return { ret, produced };
+  };
+  while (input.length > 0) {
+    if (!inFrame && input.length >= 8 && isSkippable(input)) {
+      const len = Buffer.from(input.buffer, input.byteOffset + 4, 4).readUInt32LE(0);
+      if (8 + len > input.length) throw formatError('ZSTD_INVALID', `${what}: truncated skippable frame`);
+      input = input.subarray(8 + len);
+      continue;
+    }
+    const { produced } = step();
+    if (produced > 0) {
+      if (total + produced > maxOutput) {
+        throw formatError('ZSTD_INVALID', `${what}: decompresses to more than the declared ${maxOutput} bytes`);
+      }
+      total += produced;
+      chunks.push(Buffer.from(out.subarray(0, produced)));
+    }
+    if (mode === 'prefix' && total === maxOutput) {
+      // Drive the frame to its end (checksum included); it must not produce another byte.
+      while (inFrame) {
+        if (input.length === 0) break;
+        if (step().produced > 0) {
+          throw formatError('ZSTD_INVALID', `${what}: the frame holds more than the declared ${maxOutput} bytes`);
+        }
+      }
+      break;
+    }
   }
-  if (inFrame && !(mode === 'prefix' && total === maxOutput)) throw formatError('ZSTD_INVALID', `${what}: truncated zstd frame`);
+  if (inFrame) throw formatError('ZSTD_INVALID', `${what}: truncated zstd frame`);
   if (mode !== 'atMost' && total !== maxOutput) {
     throw formatError('ZSTD_INVALID', `${what}: decompresses to ${total} bytes, expected ${maxOutput}`);
   }

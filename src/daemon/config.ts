@@ -19,6 +19,14 @@ export interface Config {
   diskCacheBytes?: number;
   /** Where the disk cache lives (default <root>/cache). */
   cacheDir?: string;
+  /** Fetch whole layers in the background after they resolve, so they survive a registry outage. */
+  backgroundFetch: boolean;
+  /** Background batches in flight at once, over all layers. */
+  backgroundConcurrency: number;
+  /** Rebuild each layer's tar and compare it with the config DiffID: in the background, before use, or not. */
+  diffidProof: 'background' | 'before-use' | 'off';
+  /** A read whose data has not arrived within this bound fails with EIO (seconds). */
+  fetchTimeoutSeconds: number;
   /** registries.conf to use instead of the system's (mirrors, insecure registries). */
   registriesConf?: string;
 }
@@ -32,6 +40,10 @@ export function defaultConfig(): Config {
     memoryCacheBytes: 512 << 20,
     readaheadBytes: 4 << 20,
     logLevel: 'info',
+    backgroundFetch: true,
+    backgroundConcurrency: 2,
+    diffidProof: 'background',
+    fetchTimeoutSeconds: 30,
   };
 }
 
@@ -79,6 +91,24 @@ export async function loadConfig(path: string | undefined): Promise<Config> {
       case 'readahead': cfg.readaheadBytes = parseSize(v, k, file); break;
       case 'registries_conf': cfg.registriesConf = str(); break;
       case 'disk_cache': cfg.diskCacheBytes = parseSize(v, k, file); break;
+      case 'background_fetch':
+        if (typeof v !== 'boolean') throw new ConfigError('CONFIG_INVALID', `${file}: background_fetch must be true or false`);
+        cfg.backgroundFetch = v;
+        break;
+      case 'background_concurrency':
+        if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > 64) throw new ConfigError('CONFIG_INVALID', `${file}: background_concurrency must be a whole number from 1 to 64`);
+        cfg.backgroundConcurrency = v;
+        break;
+      case 'diffid_proof': {
+        const p = str();
+        if (!['background', 'before-use', 'off'].includes(p)) throw new ConfigError('CONFIG_INVALID', `${file}: diffid_proof must be "background", "before-use" or "off"`);
+        cfg.diffidProof = p as Config['diffidProof'];
+        break;
+      }
+      case 'fetch_timeout':
+        if (typeof v !== 'number' || !(v > 0) || v > 3600) throw new ConfigError('CONFIG_INVALID', `${file}: fetch_timeout must be a number of seconds between 0 and 3600`);
+        cfg.fetchTimeoutSeconds = v;
+        break;
       case 'cache_dir': cfg.cacheDir = str(); break;
       case 'log_level': {
         const s = str();
@@ -87,7 +117,7 @@ export async function loadConfig(path: string | undefined): Promise<Config> {
         break;
       }
       default:
-        throw new ConfigError('CONFIG_INVALID', `${file}: unknown key "${k}" (known: mountpoint, root, memory_cache, disk_cache, cache_dir, readahead, registries_conf, log_level)`);
+        throw new ConfigError('CONFIG_INVALID', `${file}: unknown key "${k}" (known: mountpoint, root, memory_cache, disk_cache, cache_dir, readahead, background_fetch, background_concurrency, diffid_proof, fetch_timeout, registries_conf, log_level)`);
     }
   }
   return cfg;

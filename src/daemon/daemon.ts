@@ -2,7 +2,7 @@ import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pino, type Logger } from 'pino';
 import { FuseSession } from '../fuse/index.js';
-import { ChunkCache, DiskCache } from '../layer/index.js';
+import { BackgroundScheduler, ChunkCache, DiskCache } from '../layer/index.js';
 import { RegistryClient } from '../registry/index.js';
 import { LayerStore, Resolver } from '../store/index.js';
 import { cacheDirOf, type Config } from './config.js';
@@ -44,6 +44,9 @@ export async function startDaemon(cfg: Config, logger: Logger = createLogger(cfg
   const resolver = new Resolver({
     client, cache, blobDir: join(cfg.root, 'blobs'), readaheadBytes: cfg.readaheadBytes,
     logger: logger.child({ component: 'store' }),
+    scheduler: new BackgroundScheduler(cfg.backgroundConcurrency),
+    backgroundFetch: cfg.backgroundFetch, proof: cfg.diffidProof, accessDir: join(cfg.root, 'access'),
+    fetchTimeoutMs: cfg.fetchTimeoutSeconds * 1000,
   });
   const store = new LayerStore({ resolver, logger: logger.child({ component: 'store' }) });
   const session = await FuseSession.mount(cfg.mountpoint, store, {

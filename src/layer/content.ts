@@ -25,6 +25,10 @@ export interface ContentOptions {
   readaheadBytes?: number;
   /** Largest chunk we will decompress in memory. */
   maxChunkBytes?: number;
+  /** A fetch that has not delivered within this bound fails (EIO) instead of hanging the reader (ms). */
+  fetchTimeoutMs?: number;
+  /** Called with every first read of a file (for prefetch ordering next time). */
+  onFirstRead?: (node: number) => void;
   logger?: ContentLogger;
 }
 
@@ -46,6 +50,8 @@ interface Pending {
   chunk: ChunkView;
   resolve: (b: Buffer) => void;
   reject: (e: unknown) => void;
+  /** Background work: straight to disk, not into memory, and not counted as a foreground fetch. */
+  background?: boolean;
 }
 const ZERO = Buffer.alloc(1 << 20);
 const zeroDigests = new Map<number, Digest>();
@@ -71,6 +77,9 @@ export class LayerContent {
   private readonly lastEnd = new Map<number, number>();
   private readonly readahead: number;
   private readonly maxChunk: number;
+  private readonly timeoutMs: number;
+  /** Foreground fetches in flight: background work yields while any are waiting. */
+  foreground = 0;
 
   constructor(
     private readonly tree: LayerTree,
@@ -80,10 +89,11 @@ export class LayerContent {
   ) {
     this.readahead = opts.readaheadBytes ?? 4 << 20;
     this.maxChunk = opts.maxChunkBytes ?? MAX_CHUNK_DEFAULT;
+    this.timeoutMs = opts.fetchTimeoutMs ?? 30_000;
   }
 
   /** Bytes [offset, offset+size) of regular file `node` (fewer at end of file), as verified slices. */
-  async read(node: number, offset: number, size: number, signal?: AbortSignal): Promise<Buffer[]> {
+  async read(node: number, offset: number, size: number, signal?: AbortSignal, internal = false): Promise<Buffer[]> {
     const fileSize = this.tree.attr(node).size;
     const end = Math.min(offset + size, fileSize);
     if (offset >= end) return [];
@@ -92,6 +102,8 @@ export class LayerContent {
     const wanted: number[] = [];
     for (let i = first; i <= last; i++) wanted.push(i);
     const sequential = offset === 0 || this.lastEnd.get(node) === offset;
+    // Internal reads (the DiffID proof) are not a workload's access order.
+    if (!internal && !this.lastEnd.has(node)) this.opts.onFirstRead?.(node);
     this.lastEnd.set(node, end);
     const ahead = sequential ? this.readaheadAfter(node, last) : [];
     const results = this.obtain(node, wanted, ahead);
@@ -107,6 +119,36 @@ export class LayerContent {
     }
     this.stats.servedBytes += end - offset;
     return out;
+  }
+
+  /**
+   * Background fetch: make these chunks of `node` local (verified, in the disk cache) without touching the
+   * memory cache. Chunks already on disk, in memory or in flight are skipped. Resolves to the compressed bytes
+   * fetched; rejects when the fetch fails (the caller retries later).
+   */
+  async fetchToDisk(node: number, indices: readonly number[]): Promise<number> {
+    const disk = this.cache.disk;
+    const items: Pending[] = [];
+    const waits: Promise<unknown>[] = [];
+    for (const i of indices) {
+      const c = this.tree.chunk(node, i);
+      if (c.zeros || disk?.has(c.digest) || this.cache.get(c.digest)) continue;
+      const inflight = this.cache.pending(c.digest);
+      if (inflight) {
+        waits.push(inflight.catch(() => undefined));
+        continue;
+      }
+      let resolve!: (b: Buffer) => void;
+      let reject!: (e: unknown) => void;
+      const p = new Promise<Buffer>((res, rej) => { resolve = res; reject = rej; });
+      p.catch(() => {});
+      items.push({ chunk: c, resolve, reject, background: true });
+      waits.push(this.cache.track(c.digest, p));
+    }
+    const before = this.stats.fetchedBytes;
+    if (items.length > 0) await this.fetch(node, items);
+    await Promise.all(waits);
+    return this.stats.fetchedBytes - before;
   }
 
   private readaheadAfter(node: number, last: number): number[] {
@@ -185,27 +227,37 @@ export class LayerContent {
     const items = batch.filter((b) => b.chunk.size <= this.maxChunk);
     if (items.length === 0) return;
     let buffers: Buffer[];
+    const signal = AbortSignal.timeout(this.timeoutMs);
+    const background = items.every((b) => b.background);
+    if (!background) this.foreground++;
     try {
       this.stats.fetches++;
-      buffers = await this.source.readRanges(items.map((b) => ({ start: b.chunk.start, end: b.chunk.end })));
+      buffers = await this.source.readRanges(items.map((b) => ({ start: b.chunk.start, end: b.chunk.end })), signal);
     } catch (err) {
-      for (const b of items) b.reject(this.error(node, b.chunk, `fetch failed: ${(err as Error).message}`, err));
+      const why = signal.aborted ? `the registry did not deliver within ${this.timeoutMs / 1000} s` : `fetch failed: ${(err as Error).message}`;
+      for (const b of items) b.reject(this.error(node, b.chunk, why, err));
       return;
+    } finally {
+      if (!background) this.foreground--;
     }
+    const writes: Promise<void>[] = [];
     items.forEach((b, k) => {
       const compressed = buffers[k]!;
       this.stats.fetchedBytes += compressed.length;
       try {
         if (compressed.length !== b.chunk.end - b.chunk.start) throw new Error(`source returned ${compressed.length} bytes for ${b.chunk.end - b.chunk.start}`);
         const data = verifyChunkBytes(this.where(node, b.chunk), b.chunk, compressed);
-        this.cache.set(b.chunk.digest, data);
-        void this.cache.disk?.put(b.chunk.digest, data);
+        if (!b.background) this.cache.set(b.chunk.digest, data);
+        const write = this.cache.disk?.put(b.chunk.digest, data);
+        if (write && b.background) writes.push(write);
         b.resolve(data);
       } catch (err) {
         this.stats.verifyFailures++;
         b.reject(this.error(node, b.chunk, (err as Error).message, err));
       }
     });
+    // Background fetches are done when their chunks are on disk (a layer is "fully local" only then).
+    await Promise.all(writes);
   }
 
   /** Verify a zero chunk's digest; undefined stands for "zeros" (read() makes the slice it needs). */

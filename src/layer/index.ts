@@ -6,3 +6,5 @@ export {
 export { LayerContent, ContentError, type BlobSource, type ContentOptions, type ContentStats, type ContentLogger } from './content.js';
 export { ChunkCache } from './cache.js';
 export { DiskCache, type DiskCacheStats } from './disk-cache.js';
+export { BackgroundScheduler, LayerPrefetcher, type PrefetchProgress, type PrefetchState } from './prefetch.js';
+export { rebuildDiffId, nodeAt } from './proof.js';

@@ -1,9 +1,12 @@
 import { createHash } from 'node:crypto';
-import { open, mkdir, rename, rm } from 'node:fs/promises';
+import { open, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { LRUCache } from 'lru-cache';
-import { layerKind, openChunkedLayer, type ChunkedLayer } from '../format/index.js';
-import { ChunkCache, LayerContent, LayerTree, type BlobSource, type ContentLogger } from '../layer/index.js';
+import { layerKind, MEDIA_TYPE_SENTINEL, openChunkedLayer, type ChunkedLayer } from '../format/index.js';
+import {
+  ChunkCache, LayerContent, LayerPrefetcher, LayerTree, nodeAt, rebuildDiffId,
+  type BackgroundScheduler, type BlobSource, type ContentLogger,
+} from '../layer/index.js';
 import {
   parseImageConfig, parseReference, withDigest, type Descriptor, type ImageManifest, type ImageReference, type RegistryClient,
 } from '../registry/index.js';
@@ -17,6 +20,14 @@ export class NotServable extends TocfsError {}
 interface Instance {
   manifest: ImageManifest;
   diffIds: Digest[];
+}
+
+export type ProofPolicy = 'background' | 'before-use' | 'off';
+
+/** Where the DiffID proof of a layer stands. */
+export interface ProofStatus {
+  state: 'pending' | 'running' | 'proven' | 'mismatch' | 'skipped' | 'failed' | 'off';
+  detail?: string;
 }
 
 interface ImageState {
@@ -38,6 +49,12 @@ export interface LayerData {
   source: BlobSource;
   /** Set once the whole blob was fetched and verified for `blob` reads. */
   blobFile?: Promise<string>;
+  prefetcher?: LayerPrefetcher;
+  proof: ProofStatus;
+  /** Why the layer is no longer served (its tar does not match the config's DiffID). */
+  quarantined?: string;
+  /** Settles when the layer's background work (fetch, proof) is over. */
+  background?: Promise<void>;
 }
 
 export interface FoundLayer {
@@ -56,6 +73,13 @@ export interface ResolverOptions {
   failureTtlMs?: number;
   /** Layers of one image whose TOCs are fetched at once when the image is first seen. */
   prefetchConcurrency?: number;
+  /** Background fetch of whole layers (off: only what is read is fetched). */
+  backgroundFetch?: boolean;
+  scheduler?: BackgroundScheduler;
+  proof?: ProofPolicy;
+  /** Where the first-read order of each layer is kept (prefetch priority next time). */
+  accessDir?: string;
+  fetchTimeoutMs?: number;
 }
 
 const TOC_ANNOTATION = 'io.github.containers.zstd-chunked.manifest-checksum';
@@ -100,11 +124,20 @@ export class Resolver {
     const image = await this.image(ref);
     const hit = await this.locate(image, key);
     if (!hit) throw new NotServable('NO_SUCH_LAYER', `${ref.string}: no layer with blob or TOC digest ${key}`);
-    const { desc, diffID } = hit;
+    const { desc, diffID, sentinel } = hit;
     const kind = layerKind(desc.annotations);
     if (kind !== 'zstd:chunked') throw new NotServable('NOT_CHUNKED', `${ref.string} layer ${desc.digest} is ${kind}; podman pulls it normally`);
     const generation: KeyGeneration = key === desc.digest ? 'blob' : 'toc';
-    return { data: await this.layerData(ref, desc, diffID), generation };
+    const data = await this.layerData(ref, desc, diffID, sentinel);
+    if (this.opts.proof === 'before-use' && data.proof.state !== 'proven' && data.proof.state !== 'skipped') {
+      // before-use: the layer appears only once its tar is proven to be the DiffID the config promises.
+      await data.background;
+    }
+    if (data.quarantined) throw new NotServable('QUARANTINED', data.quarantined);
+    if (this.opts.proof === 'before-use' && data.proof.state === 'failed') {
+      throw new NotServable('UNPROVEN', `${ref.string} layer ${desc.digest}: its DiffID could not be proven yet (${data.proof.detail}); try again`);
+    }
+    return { data, generation };
   }
 
   private image(ref: ImageReference): Promise<ImageState> {
@@ -127,10 +160,11 @@ export class Resolver {
   }
 
   /** Find the layer whose blob digest or TOC digest is `key`, looking into further index candidates if needed. */
-  private async locate(image: ImageState, key: Digest): Promise<{ desc: Descriptor; diffID: Digest } | undefined> {
+  private async locate(image: ImageState, key: Digest): Promise<{ desc: Descriptor; diffID: Digest; sentinel: boolean } | undefined> {
     const search = (inst: Instance) => {
       const i = inst.manifest.layers.findIndex((l) => l.digest === key || l.annotations?.[TOC_ANNOTATION] === key);
-      return i < 0 ? undefined : { desc: inst.manifest.layers[i]!, diffID: inst.diffIds[i]! };
+      const sentinel = inst.manifest.layers[0]?.mediaType === MEDIA_TYPE_SENTINEL;
+      return i < 0 ? undefined : { desc: inst.manifest.layers[i]!, diffID: inst.diffIds[i]!, sentinel };
     };
     for (const inst of image.instances) {
       const hit = search(inst);
@@ -149,23 +183,23 @@ export class Resolver {
     return undefined;
   }
 
-  private checkDiffId(image: ImageState, hit: { desc: Descriptor; diffID: Digest | undefined }): { desc: Descriptor; diffID: Digest } {
+  private checkDiffId(image: ImageState, hit: { desc: Descriptor; diffID: Digest | undefined; sentinel: boolean }): { desc: Descriptor; diffID: Digest; sentinel: boolean } {
     if (!hit.diffID) throw new NotServable('NO_DIFFID', `${image.ref.string}: the config has no DiffID for layer ${hit.desc.digest}`);
-    return hit as { desc: Descriptor; diffID: Digest };
+    return hit as { desc: Descriptor; diffID: Digest; sentinel: boolean };
   }
 
-  private layerData(ref: ImageReference, desc: Descriptor, diffID: Digest): Promise<LayerData> {
+  private layerData(ref: ImageReference, desc: Descriptor, diffID: Digest, sentinel: boolean): Promise<LayerData> {
     const id = `${ref.string}\0${desc.digest}`;
     let p = this.layers.get(id);
     if (!p) {
-      p = this.openLayer(ref, desc, diffID);
+      p = this.openLayer(ref, desc, diffID, sentinel);
       this.layers.set(id, p);
       p.catch(() => this.layers.delete(id));
     }
     return p;
   }
 
-  private async openLayer(ref: ImageReference, desc: Descriptor, diffID: Digest): Promise<LayerData> {
+  private async openLayer(ref: ImageReference, desc: Descriptor, diffID: Digest, sentinel: boolean): Promise<LayerData> {
     const source = await this.opts.client.getBlobSource(ref, desc);
     const reader = { size: desc.size, read: async (s: number, e: number) => (await source.readRanges([{ start: s, end: e }]))[0]! };
     let layer: ChunkedLayer;
@@ -179,12 +213,55 @@ export class Resolver {
     }
     const tree = new LayerTree(layer.toc);
     const name = `${ref.string} layer ${desc.digest}`;
+    const access = new AccessLog(this.opts.accessDir, layer.toc.tocDigest, tree);
     const content = new LayerContent(tree, source, this.opts.cache, {
       name, ...(this.opts.readaheadBytes !== undefined ? { readaheadBytes: this.opts.readaheadBytes } : {}),
       ...(this.opts.logger ? { logger: this.opts.logger } : {}),
+      ...(this.opts.fetchTimeoutMs !== undefined ? { fetchTimeoutMs: this.opts.fetchTimeoutMs } : {}),
+      onFirstRead: (node) => access.record(node),
     });
     this.opts.logger?.info({ ref: ref.string, layer: desc.digest, toc: layer.toc.tocDigest, entries: layer.toc.files.length }, 'layer resolved');
-    return { ref, descriptor: desc, diffID, layer, diffSize: layer.diffSize, tree, content, source };
+    const policy = this.opts.proof ?? 'background';
+    const data: LayerData = {
+      ref, descriptor: desc, diffID, layer, diffSize: layer.diffSize, tree, content, source,
+      proof: { state: policy === 'off' ? 'off' : sentinel ? 'skipped' : 'pending', ...(sentinel ? { detail: 'sentinel-variant image' } : {}) },
+    };
+    if (this.opts.scheduler) {
+      this.opts.scheduler.register(content);
+      if (this.opts.backgroundFetch !== false) {
+        data.prefetcher = new LayerPrefetcher(tree, content, this.opts.scheduler, { firstNodes: await access.load() });
+      }
+    }
+    data.background = this.runBackground(data);
+    return data;
+  }
+
+  /** Background fetch, then the DiffID proof; failures are recorded, never thrown (a later lookup retries). */
+  private async runBackground(data: LayerData): Promise<void> {
+    const log = this.opts.logger;
+    const what = `${data.ref.string} layer ${data.descriptor.digest}`;
+    try {
+      if (data.prefetcher) {
+        await data.prefetcher.start();
+        log?.info({ ref: data.ref.string, layer: data.descriptor.digest, bytes: data.prefetcher.progress.fetchedBytes }, 'layer fully local');
+      }
+      if (data.proof.state !== 'pending') return;
+      data.proof = { state: 'running' };
+      const rebuilt = this.opts.scheduler
+        ? await this.opts.scheduler.slot(() => rebuildDiffId(data.tree, data.content, data.layer.tarSplit!))
+        : await rebuildDiffId(data.tree, data.content, data.layer.tarSplit!);
+      if (rebuilt.diffID === data.diffID && rebuilt.size === data.diffSize) {
+        data.proof = { state: 'proven' };
+        log?.info({ ref: data.ref.string, layer: data.descriptor.digest, diffID: data.diffID }, 'DiffID proven');
+      } else {
+        data.proof = { state: 'mismatch', detail: `rebuilt tar is ${rebuilt.diffID} (${rebuilt.size} bytes)` };
+        data.quarantined = `${what}: QUARANTINED: its TOC and tar-split rebuild a tar with DiffID ${rebuilt.diffID} (${rebuilt.size} bytes), but the image config says ${data.diffID}; the layer's two views differ, so it is no longer served`;
+        log?.error({ ref: data.ref.string, layer: data.descriptor.digest, expected: data.diffID, actual: rebuilt.diffID }, data.quarantined);
+      }
+    } catch (err) {
+      if (data.proof.state === 'running' || data.proof.state === 'pending') data.proof = { state: 'failed', detail: (err as Error).message };
+      log?.warn({ ref: data.ref.string, layer: data.descriptor.digest, err: (err as Error).message }, `${what}: background work stopped: ${(err as Error).message}`);
+    }
   }
 
   /** On first sight of an image, fetch every zstd:chunked layer's TOC at once: podman will stat them all. */
@@ -197,7 +274,8 @@ export class Resolver {
     const worker = async (): Promise<void> => {
       while (next < todo.length) {
         const l = todo[next++]!;
-        await this.layerData(image.ref, l.desc, l.diffID!).catch(() => { /* reported when looked up */ });
+        const sentinel = inst.manifest.layers[0]?.mediaType === MEDIA_TYPE_SENTINEL;
+        await this.layerData(image.ref, l.desc, l.diffID!, sentinel).catch(() => { /* reported when looked up */ });
       }
     };
     for (let i = 0; i < Math.min(this.opts.prefetchConcurrency ?? 4, todo.length); i++) void worker();
@@ -241,6 +319,52 @@ export class Resolver {
       await fh.close().catch(() => {});
       await rm(tmp, { force: true });
       throw err;
+    }
+  }
+}
+
+/**
+ * The order in which a layer's files were first read, kept per TOC digest (so images sharing the layer share
+ * it): the next time the layer is resolved, the background fetch brings those files first.
+ */
+class AccessLog {
+  private readonly paths: string[] = [];
+  private readonly seen = new Set<number>();
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(private readonly dir: string | undefined, private readonly tocDigest: string, private readonly tree: LayerTree) {}
+
+  private get file(): string | undefined {
+    return this.dir ? `${this.dir}/${this.tocDigest.slice(7)}.json` : undefined;
+  }
+
+  async load(): Promise<number[]> {
+    if (!this.file) return [];
+    try {
+      const paths = JSON.parse(await readFile(this.file, 'utf8')) as unknown;
+      if (!Array.isArray(paths)) return [];
+      return paths.flatMap((p) => (typeof p === 'string' ? [nodeAt(this.tree, p)] : [])).filter((n): n is number => n !== undefined);
+    } catch {
+      return [];
+    }
+  }
+
+  record(node: number): void {
+    if (!this.file || this.seen.has(node) || this.seen.size >= 100_000) return;
+    this.seen.add(node);
+    this.paths.push(this.tree.pathOf(node));
+    this.timer ??= setTimeout(() => { this.timer = undefined; void this.save(); }, 1000);
+    this.timer.unref();
+  }
+
+  private async save(): Promise<void> {
+    try {
+      await mkdir(this.dir!, { recursive: true });
+      const tmp = `${this.file}.tmp-${process.pid}`;
+      await writeFile(tmp, JSON.stringify(this.paths));
+      await rename(tmp, this.file!);
+    } catch {
+      // Only a lost priority hint.
     }
   }
 }

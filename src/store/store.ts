@@ -166,7 +166,10 @@ export class LayerStore implements Operations {
   private async layerDir(refNode: Extract<StoreNode, { kind: 'ref' }>, name: string): Promise<LayerDir> {
     if (!isDigest(name)) throw new Errno('ENOENT');
     const known = refNode.layers.get(name);
-    if (known) return known;
+    if (known) {
+      if (known.data.quarantined) throw new Errno('ENOENT');
+      return known;
+    }
     let found;
     try {
       found = await this.opts.resolver.find(refNode.ref, name);
@@ -274,6 +277,7 @@ export class LayerStore implements Operations {
   async read(ino: number, _fh: number, offset: number, size: number, ctx: RequestContext): Promise<Buffer | Buffer[]> {
     if (ino >= SLOT_SPAN) {
       const dir = this.slotOf(ino);
+      if (dir.data.quarantined) throw new Errno('EIO'); // logged loudly when it was quarantined
       try {
         return await dir.data.content.read(ino % SLOT_SPAN, offset, size, ctx.signal);
       } catch (err) {

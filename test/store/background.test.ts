@@ -1,0 +1,120 @@
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { readFile, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { RegistryClient, RegistriesConf, parseRegistriesConf } from '../../src/registry/index.js';
+import { startDaemon, type DaemonHandle } from '../helpers/daemon.js';
+import { startFaultProxy, type FaultProxy } from '../helpers/fault-proxy.js';
+import { buildImage, buildLayerTar, pushImage, type BuiltImage } from '../helpers/image-builder.js';
+import { startRegistry, type RegistryServer } from '../helpers/registry-server.js';
+
+const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
+
+async function waitFor(what: string, cond: () => boolean, ms = 60_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** The same image with its config claiming another DiffID for the layer (the "two views" attack). */
+function withWrongDiffId(img: BuiltImage): BuiltImage {
+  const config = JSON.parse(img.config.toString());
+  config.rootfs.diff_ids[0] = sha(Buffer.from('not this layer'));
+  const cfg = Buffer.from(JSON.stringify(config));
+  const manifest = JSON.parse(img.manifest.toString());
+  manifest.config = { ...manifest.config, digest: sha(cfg), size: cfg.length };
+  const blobs = new Map(img.blobs);
+  blobs.set(sha(cfg), cfg);
+  return { ...img, config: cfg, manifest: Buffer.from(JSON.stringify(manifest)), blobs };
+}
+
+describe('store: background fetch, outages and the DiffID proof', function () {
+  this.timeout(180_000);
+  let work: string;
+  let registry: RegistryServer;
+  let proxy: FaultProxy;
+  let image: BuiltImage;
+  const files = Array.from({ length: 8 }, (_, i) => ({ path: `data/f${i}.bin`, data: randomBytes(200_000 + i) }));
+  const daemons: DaemonHandle[] = [];
+
+  const refOf = (name: string) => `${proxy.host}/bg/${name}:v1`;
+  const diffOf = (d: DaemonHandle, ref: string) => join(d.mountpoint, Buffer.from(ref).toString('base64'), image.layers[0]!.digest);
+  async function daemon(name: string, config: string): Promise<DaemonHandle> {
+    const dir = join(work, name);
+    mkdirSync(dir);
+    const d = await startDaemon(dir, { insecureHosts: [proxy.host], extraConfig: config });
+    daemons.push(d);
+    return d;
+  }
+
+  before(async () => {
+    work = mkdtempSync(join(tmpdir(), 'tocfs-bg-'));
+    registry = await startRegistry({});
+    proxy = await startFaultProxy(registry.url);
+    const tar = await buildLayerTar(work, 'l', files.map((f) => ({ ...f, type: 'file' as const })));
+    image = await buildImage([{ tar, compression: 'zstd:chunked' }]);
+    const client = new RegistryClient({ registriesConf: new RegistriesConf(parseRegistriesConf(`[[registry]]\nlocation = "${proxy.host}"\ninsecure = true\n`, 't')) });
+    for (const name of ['fetched', 'outage', 'proven']) await pushImage(client, refOf(name), image);
+    await pushImage(client, refOf('tampered'), withWrongDiffId(image));
+    await client.close();
+  });
+  afterEach(() => proxy.setRule(undefined));
+  after(async () => {
+    for (const d of daemons) await d.stop();
+    await proxy?.stop();
+    await registry?.stop();
+    rmSync(work, { recursive: true, force: true });
+  });
+
+  it('fetches a whole layer in the background; then every file reads with the registry gone', async () => {
+    const d = await daemon('fetched', 'diffid_proof = "off"\n');
+    await stat(join(diffOf(d, refOf('fetched')), 'info'));
+    await waitFor('the layer to become fully local', () => /"msg":"layer fully local"/.test(d.log()));
+    proxy.setRule(() => ({ kind: 'reset' }));
+    for (const f of files) assert.ok((await readFile(join(diffOf(d, refOf('fetched')), 'diff', f.path))).equals(f.data), f.path);
+  });
+
+  it('fails an uncached read with EIO within the bound when the registry stalls, and recovers when it is back', async () => {
+    const d = await daemon('outage', 'background_fetch = false\ndiffid_proof = "off"\nfetch_timeout = 2\n');
+    const dir = diffOf(d, refOf('outage'));
+    await stat(join(dir, 'info'));
+    proxy.setRule(() => ({ kind: 'stall' }));
+    const t0 = Date.now();
+    await assert.rejects(readFile(join(dir, 'diff', files[0]!.path)), (e: NodeJS.ErrnoException) => e.code === 'EIO');
+    const elapsed = Date.now() - t0;
+    assert.ok(elapsed < 10_000, `EIO after ${elapsed} ms (bound 2 s)`);
+    assert.match(d.log(), /the registry did not deliver within 2 s/);
+    proxy.setRule(undefined);
+    assert.ok((await readFile(join(dir, 'diff', files[0]!.path))).equals(files[0]!.data), 'reads work again');
+  });
+
+  it('proves the DiffID of an honest layer in the background', async () => {
+    const d = await daemon('proven', '');
+    await stat(join(diffOf(d, refOf('proven')), 'info'));
+    await waitFor('the proof', () => /"msg":"DiffID proven"/.test(d.log()));
+    assert.ok((await readFile(join(diffOf(d, refOf('proven')), 'diff', files[1]!.path))).equals(files[1]!.data));
+  });
+
+  it('quarantines a layer whose config DiffID does not match its tar (background mode): reads become EIO', async () => {
+    const d = await daemon('tampered-bg', '');
+    const dir = diffOf(d, refOf('tampered'));
+    await stat(join(dir, 'info'));
+    await waitFor('the quarantine', () => /QUARANTINED/.test(d.log()));
+    await assert.rejects(readFile(join(dir, 'diff', files[2]!.path)), (e: NodeJS.ErrnoException) => e.code === 'EIO' || e.code === 'ENOENT');
+    assert.match(d.log(), /rebuild a tar with DiffID sha256:[0-9a-f]{64} \(\d+ bytes\), but the image config says sha256:[0-9a-f]{64}/);
+  });
+
+  it('blocks such a layer before use in before-use mode: podman never sees it', async () => {
+    const d = await daemon('tampered-before', 'diffid_proof = "before-use"\n');
+    await assert.rejects(stat(join(diffOf(d, refOf('tampered')), 'info')), (e: NodeJS.ErrnoException) => e.code === 'ENOENT');
+    assert.match(d.log(), /QUARANTINED/);
+    // An honest layer still appears, once proven.
+    const ok = join(diffOf(d, refOf('proven')), 'info');
+    assert.equal(JSON.parse(await readFile(ok, 'utf8'))['diff-digest'], image.layers[0]!.diffID);
+    assert.match(d.log(), /"msg":"DiffID proven"/);
+  });
+});

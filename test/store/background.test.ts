@@ -92,6 +92,30 @@ describe('store: background fetch, outages and the DiffID proof', function () {
     assert.ok((await readFile(join(dir, 'diff', files[0]!.path))).equals(files[0]!.data), 'reads work again');
   });
 
+  it('remembers which files were read first and fetches them first next time', async () => {
+    const dir = join(work, 'order');
+    mkdirSync(dir);
+    const cfg = 'background_fetch = false\ndiffid_proof = "off"\n';
+    const d1 = await startDaemon(dir, { insecureHosts: [proxy.host], extraConfig: cfg });
+    daemons.push(d1);
+    const last = files[files.length - 1]!;
+    await readFile(join(diffOf(d1, refOf('outage')), 'diff', last.path)); // the last file in TOC order, read first
+    await new Promise((r) => setTimeout(r, 1500)); // the order is saved after a second
+    await d1.stop();
+    rmSync(join(dir, 'state', 'cache'), { recursive: true, force: true }); // cold cache, same access log
+    proxy.clear();
+    const d2 = await startDaemon(dir, { insecureHosts: [proxy.host], extraConfig: 'background_concurrency = 1\ndiffid_proof = "off"\n' });
+    daemons.push(d2);
+    await stat(join(diffOf(d2, refOf('outage')), 'info'));
+    await waitFor('the background fetch', () => /"msg":"layer fully local"/.test(d2.log()));
+    const opened = JSON.parse(image.manifest.toString()).layers[0];
+    const tocOffset = Number(opened.annotations['io.github.containers.zstd-chunked.manifest-position'].split(':')[0]);
+    const contentRanges = proxy.requests.filter((r) => r.range && Number(/bytes=(\d+)/.exec(r.range)![1]) < tocOffset);
+    const firstStart = Number(/bytes=(\d+)/.exec(contentRanges[0]!.range!)![1]);
+    const starts = contentRanges.map((r) => Number(/bytes=(\d+)/.exec(r.range!)![1]));
+    assert.equal(firstStart, Math.max(...starts), 'the file read first (last in the blob) was fetched first');
+  });
+
   it('proves the DiffID of an honest layer in the background', async () => {
     const d = await daemon('proven', '');
     await stat(join(diffOf(d, refOf('proven')), 'info'));

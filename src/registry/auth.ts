@@ -2,6 +2,7 @@
 // Basic credentials or a bearer token from the realm (docker token protocol, or the OAuth2 refresh-token
 // grant for identity tokens). Tokens are cached per registry and scope set until they expire; concurrent
 // requests for the same scope share one token fetch.
+import { LRUCache } from 'lru-cache';
 import { RegistryAuthError } from './errors.js';
 import { awaitShared, discard, HttpTransport, readLimited, redactUrl, TransientError, withRetries, type RegistryLogger,
   type RetryPolicy } from './http.js';
@@ -90,7 +91,8 @@ export class Authenticator {
   readonly #credentials: CredentialResolver;
   readonly #opts: AuthenticatorOptions;
   readonly #hosts = new Map<string, HostAuth>();
-  readonly #tokens = new Map<string, CachedToken>();
+  /** Bounded: one entry per registry and scope set (repository) in use. */
+  readonly #tokens = new LRUCache<string, CachedToken>({ max: 10_000 });
   readonly #inflight = new Map<string, Promise<CachedToken>>();
 
   constructor(http: HttpTransport, credentials: CredentialResolver, opts: AuthenticatorOptions) {
@@ -132,10 +134,18 @@ export class Authenticator {
     return false;
   }
 
+  /** Cache key of a Basic header (scopes undefined) or a token; includes the credential store's generation so
+   * that new credentials from the auth helper take effect at once. */
+  #key(origin: string, scopes: readonly string[] | undefined, ep: Endpoint): string {
+    const gen = this.#credentials.store.generation;
+    return scopes === undefined ? `${gen} ${origin} basic ${ep.reference.domain}/${ep.reference.path}`
+      : `${gen} ${origin} ${[...scopes].sort().join(' ')}`;
+  }
+
   /** Forget what was cached for a request (after the registry rejected it with 401). */
   invalidate(origin: string, ep: Endpoint, scopes: readonly string[]): void {
-    this.#tokens.delete(tokenKey(origin, scopes));
-    this.#tokens.delete(`${origin} basic ${ep.reference.domain}/${ep.reference.path}`);
+    this.#tokens.delete(this.#key(origin, scopes, ep));
+    this.#tokens.delete(this.#key(origin, undefined, ep));
   }
 
   /** The Authorization value for a request, or undefined when the host needs none (or is not known yet).
@@ -143,12 +153,13 @@ export class Authenticator {
   async authorization(origin: string, ep: Endpoint, scopes: readonly string[], signal: AbortSignal | undefined): Promise<string | undefined> {
     const host = this.#hosts.get(origin);
     if (!host || host.kind === 'none') return undefined;
-    const key = host.kind === 'basic' ? `${origin} basic ${ep.reference.domain}/${ep.reference.path}` : tokenKey(origin, scopes);
+    const key = this.#key(origin, host.kind === 'basic' ? undefined : scopes, ep);
     const cached = this.#tokens.get(key);
     if (cached && cached.expiresAt > this.#now()) return cached.value;
     let pending = this.#inflight.get(key);
     if (!pending) {
-      pending = host.kind === 'basic' ? this.#basic(ep) : this.#bearer(host.realm, host.service, scopes, ep, undefined);
+      // Shared by every waiting request, so it runs without any one caller's signal.
+      pending = host.kind === 'basic' ? this.#basic(ep) : this.#bearer(host.realm, host.service, scopes, ep);
       this.#inflight.set(key, pending);
       pending.then((t) => this.#tokens.set(key, t), () => undefined).finally(() => this.#inflight.delete(key));
     }
@@ -169,18 +180,17 @@ export class Authenticator {
     return { value, expiresAt: this.#now() + BASIC_HEADER_REUSE_MS };
   }
 
-  async #bearer(realm: URL, service: string | undefined, scopes: readonly string[], ep: Endpoint,
-    signal: AbortSignal | undefined): Promise<CachedToken> {
+  async #bearer(realm: URL, service: string | undefined, scopes: readonly string[], ep: Endpoint): Promise<CachedToken> {
     const found = await this.#credentials.lookup(ep.reference.domain, ep.reference.path);
-    const token = await this.#fetchToken(realm, service, scopes, found, ep, signal);
+    const token = await this.#fetchToken(realm, service, scopes, found, ep);
     return { value: `Bearer ${token.value}`, expiresAt: token.expiresAt };
   }
 
   async #fetchToken(realm: URL, service: string | undefined, scopes: readonly string[], found: FoundCredentials | undefined,
-    ep: Endpoint, signal: AbortSignal | undefined): Promise<CachedToken> {
+    ep: Endpoint): Promise<CachedToken> {
     const what = `getting a token for ${ep.reference.name} from ${redactUrl(realm)}`;
     const creds = found?.credentials;
-    return withRetries(what, this.#opts.retry, signal, this.#opts.logger, async (ctx) => {
+    return withRetries(what, this.#opts.retry, undefined, this.#opts.logger, async (ctx) => {
       const url = new URL(realm);
       let method: 'GET' | 'POST' = 'GET';
       const headers: Record<string, string> = {};
@@ -234,6 +244,3 @@ export class Authenticator {
   }
 }
 
-function tokenKey(origin: string, scopes: readonly string[]): string {
-  return `${origin} ${[...scopes].sort().join(' ')}`;
-}

@@ -57,7 +57,7 @@ export class BlobReader {
   readonly opts: BlobReaderOptions;
   readonly stats: BlobReaderStats = { requests: 0, multiRangeRequests: 0, singleRangeFallbacks: 0, redirectsFollowed: 0, redirectCacheHits: 0 };
   readonly #redirects: LRUCache<string, URL>;
-  /** API hosts (or redirect origins) that answered a multi-range request with 200/400/416. */
+  /** API hosts that answered a multi-range request with 200/400/416 (directly or through their redirects). */
   readonly #singleRangeOnly = new Set<string>();
 
   constructor(session: RegistrySession, opts: Partial<BlobReaderOptions> = {}) {
@@ -84,7 +84,14 @@ export class BlobReader {
     const cached = this.#redirects.get(key);
     this.stats.requests++;
     if (cached) {
-      const res = await this.session.http.send(cached, { method, headers, signal: ctx.signal, deadline: ctx.deadline });
+      const res = await this.session.send(ep, { method, path: cached, headers, actions: ['pull'], what }, ctx)
+        .catch((err: unknown) => {
+          // A failing storage URL is not a failing registry: drop it and ask the registry again below.
+          if (!(err instanceof TransientError)) throw err;
+          this.#redirects.delete(key);
+          return undefined;
+        });
+      if (res === undefined) return this.open(ep, digest, method, headers, ctx, what);
       if (res.statusCode < 300 || res.statusCode === 416) {
         this.stats.redirectCacheHits++;
         return res;
@@ -102,11 +109,8 @@ export class BlobReader {
       if (++hops > MAX_REDIRECTS) throw new RegistryHttpError(res.statusCode, `${what}: more than ${MAX_REDIRECTS} redirects`);
       const target = new URL(location, res.url);
       this.stats.redirectsFollowed++;
-      res = await this.session.http.send(target, { method, headers, signal: ctx.signal, deadline: ctx.deadline });
-      if (res.statusCode >= 500 || res.statusCode === 429) {
-        await discard(res);
-        throw new TransientError(`${what}: redirect target ${redactUrl(target)} answered HTTP ${res.statusCode}`);
-      }
+      // session.send adds Authorization only for the registry's own origin, and turns 5xx into a retry.
+      res = await this.session.send(ep, { method, path: target, headers, actions: ['pull'], what }, ctx);
     }
     if (hops > 0 && res.statusCode < 300) this.#redirects.set(key, res.url);
     return res;
@@ -131,10 +135,7 @@ export class BlobReader {
     const what = `reading blob ${digest} of ${ep.reference.name}`;
     return withRetries(what, this.session.retry, signal, this.session.logger, async (ctx) => {
       const res = await this.open(ep, digest, 'GET', {}, ctx, what);
-      if (res.statusCode !== 200) {
-        const err = await unexpectedStatus(res, what);
-        throw err;
-      }
+      if (res.statusCode !== 200) throw await unexpectedStatus(res, what);
       return readExactly(res.body, size, what, () => new RangeResponseError(`${what}: the registry sent more than the ${size} bytes expected`));
     });
   }

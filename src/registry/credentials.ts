@@ -28,19 +28,27 @@ export interface FoundCredentials {
 /** Credentials handed to the daemon at run time (podman's auth helper); they take priority over files. */
 export class CredentialStore {
   readonly #byKey = new Map<string, Credentials>();
+  #generation = 0;
+
+  /** Bumped on every change, so cached tokens obtained with older credentials are not reused. */
+  get generation(): number {
+    return this.#generation;
+  }
 
   /** `key` is a registry host (`quay.io`), a repository (`quay.io/ns/repo`), or a reference with a tag or
    * digest, which is dropped (podman's helper sends `<repo>:tag` keys). */
   set(key: string, credentials: Credentials): void {
     this.#byKey.set(normaliseStoreKey(key), credentials);
+    this.#generation++;
   }
 
   delete(key: string): void {
-    this.#byKey.delete(normaliseStoreKey(key));
+    if (this.#byKey.delete(normaliseStoreKey(key))) this.#generation++;
   }
 
   clear(): void {
     this.#byKey.clear();
+    this.#generation++;
   }
 
   /** Most specific entry first: host/a/b, host/a, host. */

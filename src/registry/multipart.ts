@@ -47,6 +47,7 @@ export function multipartBoundary(contentType: string | undefined): string | und
 
 const CR = 0x0d;
 const LF = 0x0a;
+const CONTENT_RANGE_LINE = /^content-range[ \t]*:(.*)$/im;
 
 /** Index just past the end of the line that starts at `from` (accepts CRLF and bare LF), or -1. */
 function lineEnd(buf: Buffer, from: number): number {
@@ -54,11 +55,17 @@ function lineEnd(buf: Buffer, from: number): number {
   return lf < 0 ? -1 : lf + 1;
 }
 
-function lineText(buf: Buffer, from: number, to: number): string {
-  let end = to;
-  if (end > from && buf[end - 1] === LF) end--;
-  if (end > from && buf[end - 1] === CR) end--;
-  return buf.toString('latin1', from, end);
+/** End of a part's header block starting at `from`: [start of the blank line, start of the data], or
+ * undefined if the body ends first. Walks line by line (headers are a few short lines), accepting CRLF or LF. */
+function headerBlockEnd(buf: Buffer, from: number): [number, number] | undefined {
+  let line = from;
+  for (;;) {
+    const next = lineEnd(buf, line);
+    if (next < 0) return undefined;
+    const length = next - line;
+    if (length === 1 || (length === 2 && buf[line] === CR)) return [line, next];
+    line = next;
+  }
 }
 
 /**
@@ -67,6 +74,7 @@ function lineText(buf: Buffer, from: number, to: number): string {
  */
 export function parseMultipartByteRanges(body: Buffer, boundary: string, what: string): BytePart[] {
   const delimiter = Buffer.from(`--${boundary}`, 'latin1');
+  const dlen = delimiter.length;
   const truncated = (): never => { throw new TransientError(`${what}: multipart answer ends early (${body.length} bytes)`); };
   const malformed = (why: string): never => { throw new RangeResponseError(`${what}: malformed multipart/byteranges answer: ${why}`); };
 
@@ -76,40 +84,35 @@ export function parseMultipartByteRanges(body: Buffer, boundary: string, what: s
   if (pos > 0 && body[pos - 1] !== LF) malformed('the first boundary is not at the start of a line');
   const parts: BytePart[] = [];
   for (;;) {
-    pos += delimiter.length;
+    pos += dlen;
     if (pos + 2 > body.length) truncated();
     if (body[pos] === 0x2d && body[pos + 1] === 0x2d) return parts; // close delimiter "--boundary--"
     // Rest of the delimiter line: optional whitespace (transport padding), then the line break.
     const afterDelimiter = lineEnd(body, pos);
     if (afterDelimiter < 0) truncated();
-    if (lineText(body, pos, afterDelimiter).trim() !== '') malformed('text after a boundary');
-    // Part headers up to an empty line.
-    let range: ContentRange | undefined;
-    let cursor = afterDelimiter;
-    for (;;) {
-      const next = lineEnd(body, cursor);
-      if (next < 0) truncated();
-      const line = lineText(body, cursor, next);
-      cursor = next;
-      if (line === '') break;
-      const colon = line.indexOf(':');
-      if (colon > 0 && line.slice(0, colon).trim().toLowerCase() === 'content-range') {
-        range = parseContentRange(line.slice(colon + 1));
-        if (!range) malformed(`bad Content-Range "${line.slice(colon + 1).trim()}"`);
-      }
+    for (let i = pos; i < afterDelimiter - 1; i++) {
+      const c = body[i];
+      if (c !== 0x20 && c !== 0x09 && c !== CR) malformed('text after a boundary');
     }
-    if (!range) malformed('a part without Content-Range');
-    const r = range as ContentRange;
-    const dataEnd = cursor + (r.end - r.start);
+    // Part headers up to an empty line, read as one string.
+    const block = headerBlockEnd(body, afterDelimiter);
+    if (!block) truncated();
+    const [headersEnd, dataStart] = block as [number, number];
+    const m = CONTENT_RANGE_LINE.exec(body.toString('latin1', afterDelimiter, headersEnd));
+    if (!m) malformed('a part without Content-Range');
+    const r = parseContentRange(m![1]!.trim());
+    if (!r) malformed(`bad Content-Range "${m![1]!.trim()}"`);
+    const range = r as ContentRange;
+    const dataEnd = dataStart + (range.end - range.start);
     if (dataEnd > body.length) truncated();
-    parts.push({ ...r, data: body.subarray(cursor, dataEnd) });
+    parts.push({ start: range.start, end: range.end, size: range.size, data: body.subarray(dataStart, dataEnd) });
     // The data is followed by CRLF (or LF) and the next delimiter.
     pos = dataEnd;
     if (body[pos] === CR) pos++;
     if (pos >= body.length) truncated();
     if (body[pos] !== LF) malformed('part data is longer than its Content-Range says');
     pos++;
-    if (pos + delimiter.length > body.length) truncated();
-    if (!body.subarray(pos, pos + delimiter.length).equals(delimiter)) malformed('part data is longer than its Content-Range says');
+    if (pos + dlen > body.length) truncated();
+    if (body.compare(delimiter, 0, dlen, pos, pos + dlen) !== 0) malformed('part data is longer than its Content-Range says');
   }
 }

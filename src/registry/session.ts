@@ -5,7 +5,7 @@ import type { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import { Authenticator, repositoryScope } from './auth.js';
 import { RegistryAuthError, RegistryHttpError, RegistryNotFoundError } from './errors.js';
-import { awaitShared, describeError, discard, header, HttpTransport, isTransient, parseRetryAfter, readLimited, redactUrl,
+import { awaitShared, discard, header, HttpTransport, isTransient, parseRetryAfter, readLimited, redactUrl,
   TransientError, withRetries, type AttemptContext, type RegistryLogger, type Response, type RetryPolicy } from './http.js';
 import type { Endpoint } from './registries-conf.js';
 
@@ -101,7 +101,8 @@ export class RegistrySession {
         tlsInsecure: ep.insecure,
         deadline: ctx.deadline,
       });
-      if (res.statusCode === 401) {
+      // A 401 from another origin (object storage behind a redirect) says nothing about this registry's auth.
+      if (res.statusCode === 401 && url.origin === base.origin) {
         await discard(res);
         const challenge = header(res.headers, 'www-authenticate');
         if (authTry === 0 && this.auth.learn(base.origin, challenge, base)) {
@@ -154,4 +155,3 @@ export function shouldTryNextEndpoint(err: unknown): boolean {
   return isTransient(err) || (err instanceof Error && typeof code === 'string');
 }
 
-export { describeError };

@@ -4,6 +4,7 @@ import { registerConvert } from './convert.js';
 import { registerInspect } from './inspect.js';
 import { registerMount } from './mount.js';
 import { registerGc } from './gc.js';
+import { registerAuthHelper, registerStatus } from './status.js';
 
 /** Build the `tocfs` command tree. Each subcommand lives in its own module and is registered here. */
 export function buildProgram(): Command {
@@ -17,6 +18,8 @@ export function buildProgram(): Command {
   registerConvert(program);
   registerMount(program);
   registerGc(program);
+  registerStatus(program);
+  registerAuthHelper(program);
   return program;
 }
 

@@ -27,6 +27,10 @@ export interface Config {
   diffidProof: 'background' | 'before-use' | 'off';
   /** A read whose data has not arrived within this bound fails with EIO (seconds). */
   fetchTimeoutSeconds: number;
+  /** host:port to serve Prometheus metrics on; off when unset. */
+  metricsListen?: string;
+  /** 'auto': readable lines on a terminal, JSON otherwise. */
+  logFormat: 'auto' | 'json' | 'human';
   /** registries.conf to use instead of the system's (mirrors, insecure registries). */
   registriesConf?: string;
 }
@@ -44,6 +48,7 @@ export function defaultConfig(): Config {
     backgroundConcurrency: 2,
     diffidProof: 'background',
     fetchTimeoutSeconds: 30,
+    logFormat: 'auto',
   };
 }
 
@@ -105,6 +110,18 @@ export async function loadConfig(path: string | undefined): Promise<Config> {
         cfg.diffidProof = p as Config['diffidProof'];
         break;
       }
+      case 'metrics_listen': {
+        const a = str();
+        if (!/^(\[[0-9a-fA-F:]+\]|[^:]+):\d{1,5}$/.test(a)) throw new ConfigError('CONFIG_INVALID', `${file}: metrics_listen must be host:port, e.g. "127.0.0.1:9464"`);
+        cfg.metricsListen = a;
+        break;
+      }
+      case 'log_format': {
+        const f = str();
+        if (!['auto', 'json', 'human'].includes(f)) throw new ConfigError('CONFIG_INVALID', `${file}: log_format must be "auto", "json" or "human"`);
+        cfg.logFormat = f as Config['logFormat'];
+        break;
+      }
       case 'fetch_timeout':
         if (typeof v !== 'number' || !(v > 0) || v > 3600) throw new ConfigError('CONFIG_INVALID', `${file}: fetch_timeout must be a number of seconds between 0 and 3600`);
         cfg.fetchTimeoutSeconds = v;
@@ -117,7 +134,7 @@ export async function loadConfig(path: string | undefined): Promise<Config> {
         break;
       }
       default:
-        throw new ConfigError('CONFIG_INVALID', `${file}: unknown key "${k}" (known: mountpoint, root, memory_cache, disk_cache, cache_dir, readahead, background_fetch, background_concurrency, diffid_proof, fetch_timeout, registries_conf, log_level)`);
+        throw new ConfigError('CONFIG_INVALID', `${file}: unknown key "${k}" (known: mountpoint, root, memory_cache, disk_cache, cache_dir, readahead, background_fetch, background_concurrency, diffid_proof, fetch_timeout, metrics_listen, registries_conf, log_level, log_format)`);
     }
   }
   return cfg;

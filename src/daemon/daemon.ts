@@ -1,24 +1,27 @@
 import { mkdir } from 'node:fs/promises';
+import type { Server } from 'node:http';
 import { join } from 'node:path';
-import { pino, type Logger } from 'pino';
+import type { Logger } from 'pino';
 import { FuseSession } from '../fuse/index.js';
 import { BackgroundScheduler, ChunkCache, DiskCache } from '../layer/index.js';
 import { RegistryClient } from '../registry/index.js';
 import { LayerStore, Resolver } from '../store/index.js';
 import { cacheDirOf, type Config } from './config.js';
+import { startControl, type DaemonStatus } from './control.js';
+import { createLogger } from './log.js';
+import { Metrics } from './metrics.js';
 
 export interface Daemon {
   session: FuseSession;
   store: LayerStore;
+  status(): DaemonStatus;
   logger: Logger;
   /** Resolves when the mount is gone (signal, unmount, or close()). */
   closed: Promise<void>;
   close(): Promise<void>;
 }
 
-export function createLogger(level: Config['logLevel']): Logger {
-  return pino({ level, base: { pid: process.pid } }, pino.destination(2));
-}
+export { createLogger } from './log.js';
 
 /** The storage.conf line that makes podman use this store. */
 export function storageConfLine(mountpoint: string): string {
@@ -26,7 +29,7 @@ export function storageConfLine(mountpoint: string): string {
 }
 
 /** Wire config → logger → caches → registry → store → FUSE, and mount. */
-export async function startDaemon(cfg: Config, logger: Logger = createLogger(cfg.logLevel)): Promise<Daemon> {
+export async function startDaemon(cfg: Config, logger: Logger = createLogger(cfg.logLevel, cfg.logFormat)): Promise<Daemon> {
   await mkdir(cfg.mountpoint, { recursive: true });
   await mkdir(cfg.root, { recursive: true });
   const client = new RegistryClient({
@@ -41,19 +44,36 @@ export async function startDaemon(cfg: Config, logger: Logger = createLogger(cfg
     logger.info({ dir: disk.dir, bytes: disk.usedBytes, chunks: disk.entries, cap: disk.maxBytes }, 'disk cache loaded');
   }
   const cache = new ChunkCache(cfg.memoryCacheBytes, disk);
+  let status: () => DaemonStatus = () => { throw new Error('not started'); };
+  const metrics = new Metrics(() => status());
   const resolver = new Resolver({
     client, cache, blobDir: join(cfg.root, 'blobs'), readaheadBytes: cfg.readaheadBytes,
     logger: logger.child({ component: 'store' }),
     scheduler: new BackgroundScheduler(cfg.backgroundConcurrency),
     backgroundFetch: cfg.backgroundFetch, proof: cfg.diffidProof, accessDir: join(cfg.root, 'access'),
-    fetchTimeoutMs: cfg.fetchTimeoutSeconds * 1000,
+    fetchTimeoutMs: cfg.fetchTimeoutSeconds * 1000, onFetch: metrics.onFetch,
   });
   const store = new LayerStore({ resolver, logger: logger.child({ component: 'store' }) });
-  const session = await FuseSession.mount(cfg.mountpoint, store, {
+  const session = await FuseSession.mount(cfg.mountpoint, cfg.metricsListen ? metrics.instrument(store) : store, {
     subtype: 'tocfs', fsname: 'tocfs', allowOther: true, logger: logger.child({ component: 'fuse' }),
   });
+  const startedAt = new Date().toISOString();
+  status = () => ({
+    pid: process.pid, mountpoint: cfg.mountpoint, startedAt, layers: store.status(),
+    cache: {
+      memory: { bytes: cache.bytes, maxBytes: cache.maxBytes, hits: cache.hits, misses: cache.misses },
+      ...(disk ? { disk: { dir: disk.dir, bytes: disk.usedBytes, maxBytes: disk.maxBytes, chunks: disk.entries, ...disk.stats } } : {}),
+    },
+    registryErrors: resolver.recentFailures,
+    fuse: { requests: session.stats.requests, errors: session.stats.errors, inFlight: session.stats.inFlight },
+  });
+  const servers: Server[] = [await startControl(join(cfg.root, 'tocfs.sock'), { status, credentials: client.credentials, onCredentials: () => resolver.clearFailures(), logger: logger.child({ component: 'control' }) })];
+  if (cfg.metricsListen) {
+    servers.push(await metrics.listen(cfg.metricsListen));
+    logger.info({ address: cfg.metricsListen }, 'metrics served at /metrics');
+  }
   const closed = new Promise<void>((resolve) => session.once('close', () => resolve()));
-  closed.then(() => client.close()).catch(() => {});
+  closed.then(() => { for (const s of servers) s.close(); return client.close(); }).catch(() => {});
   logger.info({ mountpoint: cfg.mountpoint, root: cfg.root }, 'tocfs store mounted');
-  return { session, store, logger, closed, close: () => session.close() };
+  return { session, store, logger, closed, status, close: () => session.close() };
 }

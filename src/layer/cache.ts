@@ -35,6 +35,11 @@ export class ChunkCache {
     return this.lru.has(digest) || this.inflight.has(digest);
   }
 
+  /** In memory or on disk, without counting a hit (for status displays). */
+  isLocal(digest: string): boolean {
+    return this.lru.has(digest) || (this.disk?.has(digest) ?? false);
+  }
+
   set(digest: string, data: Buffer): void {
     if (data.length <= Math.floor(this.maxBytes / 4)) this.lru.set(digest, data);
   }

@@ -29,6 +29,8 @@ export interface ContentOptions {
   fetchTimeoutMs?: number;
   /** Called with every first read of a file (for prefetch ordering next time). */
   onFirstRead?: (node: number) => void;
+  /** Called after every fetch from the source (for metrics). */
+  onFetch?: (seconds: number, bytes: number, ok: boolean, background: boolean) => void;
   logger?: ContentLogger;
 }
 
@@ -117,7 +119,7 @@ export class LayerContent {
       // A zero chunk (verified, never fetched) becomes just the zeros this read needs, however big the hole.
       out.push(data === undefined ? zeroSlice(to - from) : data.subarray(from, to));
     }
-    this.stats.servedBytes += end - offset;
+    if (!internal) this.stats.servedBytes += end - offset;
     return out;
   }
 
@@ -230,15 +232,20 @@ export class LayerContent {
     const signal = AbortSignal.timeout(this.timeoutMs);
     const background = items.every((b) => b.background);
     if (!background) this.foreground++;
+    const t0 = process.hrtime.bigint();
+    let ok = false;
     try {
       this.stats.fetches++;
       buffers = await this.source.readRanges(items.map((b) => ({ start: b.chunk.start, end: b.chunk.end })), signal);
+      ok = true;
     } catch (err) {
       const why = signal.aborted ? `the registry did not deliver within ${this.timeoutMs / 1000} s` : `fetch failed: ${(err as Error).message}`;
       for (const b of items) b.reject(this.error(node, b.chunk, why, err));
       return;
     } finally {
       if (!background) this.foreground--;
+      const bytes = ok ? items.reduce((n, b) => n + b.chunk.end - b.chunk.start, 0) : 0;
+      this.opts.onFetch?.(Number(process.hrtime.bigint() - t0) / 1e9, bytes, ok, background);
     }
     const writes: Promise<void>[] = [];
     items.forEach((b, k) => {
@@ -249,8 +256,12 @@ export class LayerContent {
         const data = verifyChunkBytes(this.where(node, b.chunk), b.chunk, compressed);
         if (!b.background) this.cache.set(b.chunk.digest, data);
         const write = this.cache.disk?.put(b.chunk.digest, data);
-        if (write && b.background) writes.push(write);
-        b.resolve(data);
+        if (write && b.background) {
+          // Stay "in flight" until the chunk is on disk: a reader arriving meanwhile must wait, not refetch.
+          writes.push(write.then(() => b.resolve(data)));
+        } else {
+          b.resolve(data);
+        }
       } catch (err) {
         this.stats.verifyFailures++;
         b.reject(this.error(node, b.chunk, (err as Error).message, err));

@@ -55,6 +55,8 @@ export interface LayerData {
   quarantined?: string;
   /** Settles when the layer's background work (fetch, proof) is over. */
   background?: Promise<void>;
+  /** Whether a chunk is in memory or on disk. */
+  isLocal(digest: string): boolean;
 }
 
 export interface FoundLayer {
@@ -80,6 +82,16 @@ export interface ResolverOptions {
   /** Where the first-read order of each layer is kept (prefetch priority next time). */
   accessDir?: string;
   fetchTimeoutMs?: number;
+  onFetch?: (seconds: number, bytes: number, ok: boolean, background: boolean) => void;
+}
+
+/** A resolution that failed, for `tocfs status` (no secrets: messages name refs and layers only). */
+export interface ResolveFailure {
+  time: string;
+  ref: string;
+  key: string;
+  code: string;
+  message: string;
 }
 
 const TOC_ANNOTATION = 'io.github.containers.zstd-chunked.manifest-checksum';
@@ -93,10 +105,17 @@ export class Resolver {
   private readonly images: LRUCache<string, Promise<ImageState>>;
   private readonly layers = new Map<string, Promise<LayerData>>();
   private readonly failures = new LRUCache<string, NotServable>({ max: 4096, ttl: 30_000 });
+  /** The latest failures, newest last (bounded). */
+  readonly recentFailures: ResolveFailure[] = [];
 
   constructor(private readonly opts: ResolverOptions) {
     this.images = new LRUCache({ max: 256, ttl: 10 * 60_000 });
     if (opts.failureTtlMs !== undefined) this.failures = new LRUCache({ max: 4096, ttl: Math.max(1, opts.failureTtlMs) });
+  }
+
+  /** Forget remembered failures (new credentials arrived: what failed may work now). */
+  clearFailures(): void {
+    this.failures.clear();
   }
 
   /** The layer `key` of image `refString`, or NotServable. */
@@ -109,6 +128,8 @@ export class Resolver {
     } catch (err) {
       const e = err instanceof NotServable ? err : new NotServable('RESOLVE_FAILED', `${refString} layer ${key}: ${(err as Error).message}`, { cause: err });
       this.failures.set(id, e);
+      this.recentFailures.push({ time: new Date().toISOString(), ref: refString, key, code: String(e.code), message: e.message });
+      if (this.recentFailures.length > 50) this.recentFailures.shift();
       this.opts.logger?.warn({ ref: refString, key, code: (err as TocfsError).code }, e.message);
       throw e;
     }
@@ -219,11 +240,13 @@ export class Resolver {
       ...(this.opts.logger ? { logger: this.opts.logger } : {}),
       ...(this.opts.fetchTimeoutMs !== undefined ? { fetchTimeoutMs: this.opts.fetchTimeoutMs } : {}),
       onFirstRead: (node) => access.record(node),
+      ...(this.opts.onFetch ? { onFetch: this.opts.onFetch } : {}),
     });
     this.opts.logger?.info({ ref: ref.string, layer: desc.digest, toc: layer.toc.tocDigest, entries: layer.toc.files.length }, 'layer resolved');
     const policy = this.opts.proof ?? 'background';
     const data: LayerData = {
       ref, descriptor: desc, diffID, layer, diffSize: layer.diffSize, tree, content, source,
+      isLocal: (d) => this.opts.cache.isLocal(d),
       proof: { state: policy === 'off' ? 'off' : sentinel ? 'skipped' : 'pending', ...(sentinel ? { detail: 'sentinel-variant image' } : {}) },
     };
     if (this.opts.scheduler) {

@@ -33,6 +33,34 @@ export interface StoreLogger {
   info(obj: object, msg: string): void;
 }
 
+/** One line of `tocfs status`. */
+export interface LayerStatus {
+  ref: string;
+  key: string;
+  generation: KeyGeneration;
+  blobDigest: string;
+  tocDigest: string;
+  diffID: string;
+  compressedSize: number;
+  diffSize: number;
+  entries: number;
+  /** Data chunks (zero chunks are never fetched) and how many are local (memory or disk). */
+  chunks: number;
+  localChunks: number;
+  /** Compressed bytes of the data chunks, and of those that are local. */
+  contentBytes: number;
+  localBytes: number;
+  localPercent: number;
+  fetchedBytes: number;
+  servedBytes: number;
+  verifyFailures: number;
+  background: string;
+  proof: string;
+  proofDetail?: string;
+  uses: number;
+  quarantined?: string;
+}
+
 export interface StoreOptions {
   resolver: Resolver;
   logger?: StoreLogger;
@@ -67,9 +95,39 @@ export class LayerStore implements Operations {
     this.layerTtl = opts.layerTtl ?? 3600;
   }
 
-  /** Layers the store knows, for status displays. */
-  layers(): readonly LayerDir[] {
-    return this.slots;
+  /** What every layer directory podman has looked up is doing, for `tocfs status` and metrics. */
+  status(): LayerStatus[] {
+    return this.slots.map((dir) => {
+      const { data } = dir;
+      const tree = data.tree;
+      let total = 0;
+      let local = 0;
+      let chunks = 0;
+      let localChunks = 0;
+      for (let n = 0; n < tree.nodeCount; n++) {
+        for (let i = 0; i < tree.chunkCount(n); i++) {
+          const c = tree.chunk(n, i);
+          if (c.zeros) continue;
+          chunks++;
+          total += c.end - c.start;
+          if (data.isLocal(c.digest)) {
+            localChunks++;
+            local += c.end - c.start;
+          }
+        }
+      }
+      return {
+        ref: dir.refName, key: dir.key, generation: dir.generation, blobDigest: data.descriptor.digest,
+        tocDigest: data.layer.toc.tocDigest, diffID: data.diffID, compressedSize: data.descriptor.size, diffSize: data.diffSize,
+        entries: data.layer.toc.files.length, chunks, localChunks, contentBytes: total, localBytes: local,
+        localPercent: total === 0 ? 100 : Math.round((local / total) * 1000) / 10,
+        fetchedBytes: data.content.stats.fetchedBytes, servedBytes: data.content.stats.servedBytes,
+        verifyFailures: data.content.stats.verifyFailures,
+        background: data.prefetcher?.progress.state ?? 'off', proof: data.proof.state,
+        ...(data.proof.detail ? { proofDetail: data.proof.detail } : {}),
+        uses: dir.uses, ...(data.quarantined ? { quarantined: data.quarantined } : {}),
+      };
+    });
   }
 
   // ---- lookup and attributes ----

@@ -9,6 +9,8 @@ const { S_IFDIR, S_IFREG, S_IFLNK, S_IFCHR, S_IFMT } = constants;
 export type Content = Buffer | { size: number; pattern: Buffer };
 
 export interface FileBehaviour {
+  /** Every read waits until this many reads are in flight at once (or 5 s pass). */
+  gather?: number;
   /** Every read waits this long (aborted by the request's signal). */
   delayMs?: number;
   /** Reads never complete until the request is interrupted. */
@@ -243,6 +245,7 @@ export class MemFs implements Operations {
     if (st.concurrentReads > st.maxConcurrentReads) st.maxConcurrentReads = st.concurrentReads;
     try {
       const b = n.behaviour;
+      if (b?.gather) await this.gather(b.gather);
       if (b?.blockUntilAbort || b?.delayMs) {
         this.onEvent?.({ type: 'read-start', path: n.path });
         await new Promise<void>((resolve, reject) => {
@@ -264,6 +267,31 @@ export class MemFs implements Operations {
     } finally {
       st.concurrentReads--;
     }
+  }
+
+  private readonly gathering: (() => void)[] = [];
+  private gathered = false;
+
+  /**
+   * Hold a read until `n` reads are in flight at once (or 5 s pass): proves the layer dispatches requests
+   * concurrently, whatever the machine's load does to how fast the readers start.
+   */
+  private gather(n: number): Promise<void> {
+    if (this.gathered || this.stats.concurrentReads >= n) {
+      // Reached once: that is the proof; later readers go straight through.
+      this.gathered = true;
+      for (const release of this.gathering.splice(0)) release();
+      return Promise.resolve();
+    }
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        const i = this.gathering.indexOf(done);
+        if (i >= 0) this.gathering.splice(i, 1);
+        resolve();
+      }, 5000);
+      const done = (): void => { clearTimeout(timer); resolve(); };
+      this.gathering.push(done);
+    });
   }
 
   /** Bytes [offset, offset+size) of a file, as views into its storage (no copy). */

@@ -72,7 +72,7 @@ function buildTest(fs: MemFs): Record<string, string> {
   fs.mkdir('/par');
   for (let i = 0; i < 64; i++) {
     const b = prng(1 << 20, 1000 + i);
-    fs.writeFile(`/par/f${i}`, b, { delayMs: 20 });
+    fs.writeFile(`/par/f${i}`, b, { gather: 8 });
     hashes[`par/f${i}`] = sha256(b);
   }
   return hashes;

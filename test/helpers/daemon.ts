@@ -9,6 +9,8 @@ export interface DaemonHandle {
   pid: number;
   /** Everything the daemon logged (JSON lines). */
   log(): string;
+  /** Wait until the log matches (log lines are written asynchronously, after the operation answered). */
+  waitForLog(re: RegExp, timeoutMs?: number): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -46,6 +48,13 @@ export async function startDaemon(work: string, opts: { insecureHosts?: string[]
   }
   return {
     mountpoint, root, pid: child.pid!, log: () => log,
+    async waitForLog(re: RegExp, timeoutMs = 10_000) {
+      const end = Date.now() + timeoutMs;
+      while (!re.test(log)) {
+        if (Date.now() > end) throw new Error(`the daemon log never matched ${re}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    },
     async stop() {
       if (child.exitCode === null) {
         child.kill('SIGTERM');

@@ -100,7 +100,7 @@ describe('store: the additional layer store namespace on a real mount', function
     assert.equal(await errCode(stat(layerDir('not-a-digest'))), 'ENOENT');
     assert.equal(await errCode(stat(join(daemon.mountpoint, '!!!not-base64'))), 'ENOENT');
     assert.equal(await errCode(stat(layerDir(image.layers[0]!.digest, `${registry.host}/store/missing:v1`))), 'ENOENT', 'unknown image');
-    assert.match(daemon.log(), /is plain; podman pulls it normally/);
+    await daemon.waitForLog(/is plain; podman pulls it normally/);
   });
 
   it('finds a key in any platform-matching instance of an index', async () => {
@@ -112,9 +112,9 @@ describe('store: the additional layer store namespace on a real mount', function
     const dir = layerDir(image.layers[0]!.tocDigest!);
     assert.equal(await errCode(open(join(dir, 'use'), 'w+')), 'ENOENT');
     assert.equal(await errCode(stat(join(dir, 'use'))), 'ENOENT');
-    assert.match(daemon.log(), /"uses":1,"msg":"layer in use"/);
+    await daemon.waitForLog(/"uses":1,"msg":"layer in use"/);
     assert.equal(await errCode(rmdir(dir)), 'ENOENT');
-    assert.match(daemon.log(), /"uses":0,"msg":"layer released"/);
+    await daemon.waitForLog(/"uses":0,"msg":"layer released"/);
     assert.ok((await stat(join(dir, 'diff'))).isDirectory(), 'a released layer stays servable');
   });
 

@@ -1,0 +1,66 @@
+import type { Command } from 'commander';
+import { join } from 'node:path';
+import { callControl, loadConfig, type DaemonStatus } from '../daemon/index.js';
+import { TocfsError } from '../util/index.js';
+import { mib } from './progress.js';
+
+/** Where the daemon's control socket is: $TOCFS_SOCKET, else <root>/tocfs.sock. */
+export async function socketPath(opts: { root?: string; config?: string; socket?: string }): Promise<string> {
+  if (opts.socket) return opts.socket;
+  if (process.env.TOCFS_SOCKET) return process.env.TOCFS_SOCKET;
+  const cfg = await loadConfig(opts.config);
+  return join(opts.root ?? cfg.root, 'tocfs.sock');
+}
+
+function render(s: DaemonStatus): string {
+  const lines = [`tocfs ${s.mountpoint} (pid ${s.pid}, since ${s.startedAt})`];
+  const m = s.cache.memory;
+  lines.push(`memory cache  ${mib(m.bytes)} of ${mib(m.maxBytes)}, ${m.hits} hits, ${m.misses} misses`);
+  if (s.cache.disk) {
+    const d = s.cache.disk;
+    lines.push(`disk cache    ${mib(d.bytes)} of ${mib(d.maxBytes)} in ${d.chunks} chunks (${d.dir}), ${d.hits} hits, ${d.misses} misses, ${d.evictions} evicted`);
+  }
+  lines.push(`fuse          ${s.fuse.requests} requests, ${s.fuse.errors} errors, ${s.fuse.inFlight} in flight`, '');
+  if (s.layers.length === 0) lines.push('no layers looked up yet');
+  for (const l of s.layers) {
+    lines.push(`${l.ref}  ${l.key} (${l.generation === 'toc' ? 'TOC digest, podman ≥ 5.1' : 'blob digest'})`);
+    lines.push(`  zstd:chunked, TOC ${l.tocDigest}, ${l.entries} entries, ${mib(l.compressedSize)} compressed / ${mib(l.diffSize)} tar`);
+    lines.push(`  local ${mib(l.localBytes)} of ${mib(l.contentBytes)} (${l.localPercent}%), fetched ${mib(l.fetchedBytes)}, served ${mib(l.servedBytes)}; background ${l.background}; DiffID proof ${l.proof}; in use ${l.uses}`);
+    if (l.verifyFailures) lines.push(`  ${l.verifyFailures} chunk verification failures`);
+    if (l.quarantined) lines.push(`  ${l.quarantined}`);
+  }
+  if (s.registryErrors.length) {
+    lines.push('', 'recent resolution errors:');
+    for (const e of s.registryErrors.slice(-10)) lines.push(`  ${e.time} ${e.code}: ${e.message}`);
+  }
+  return lines.join('\n') + '\n';
+}
+
+export function registerStatus(program: Command): void {
+  program
+    .command('status')
+    .description('what the running daemon serves: layers, bytes fetched and local, background and proof state, caches, errors')
+    .option('--root <dir>', 'state directory of the daemon (default /var/lib/tocfs)')
+    .option('--config <file>', 'config file (default /etc/tocfs/config.toml, if present)')
+    .option('--socket <path>', 'control socket (default <root>/tocfs.sock, or $TOCFS_SOCKET)')
+    .option('--json', 'print the status as JSON')
+    .action(async (opts: { root?: string; config?: string; socket?: string; json?: boolean }) => {
+      const r = await callControl(await socketPath(opts), 'GET', '/status');
+      if (r.status !== 200) throw new TocfsError('DAEMON_ERROR', `the daemon answered ${r.status}: ${r.body}`);
+      process.stdout.write(opts.json ? JSON.stringify(JSON.parse(r.body), null, 2) + '\n' : render(JSON.parse(r.body) as DaemonStatus));
+    });
+}
+
+export function registerAuthHelper(program: Command): void {
+  program
+    .command('auth-helper')
+    .description("podman's additional-layer-store-auth-helper: forwards the credentials podman writes on stdin to the daemon")
+    .option('--socket <path>', 'control socket (default $TOCFS_SOCKET, else /var/lib/tocfs/tocfs.sock)')
+    .option('--root <dir>', 'state directory of the daemon')
+    .action(async (opts: { socket?: string; root?: string }) => {
+      const chunks: Buffer[] = [];
+      for await (const c of process.stdin) chunks.push(c as Buffer);
+      const r = await callControl(await socketPath(opts), 'POST', '/credentials', Buffer.concat(chunks).toString('utf8'));
+      if (r.status !== 200) throw new TocfsError('DAEMON_ERROR', `the daemon refused the credentials (${r.status}): ${r.body}`);
+    });
+}

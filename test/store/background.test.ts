@@ -5,6 +5,7 @@ import { readFile, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { RegistryClient, RegistriesConf, parseRegistriesConf } from '../../src/registry/index.js';
+import { runCli } from '../helpers/cli.js';
 import { startDaemon, type DaemonHandle } from '../helpers/daemon.js';
 import { startFaultProxy, type FaultProxy } from '../helpers/fault-proxy.js';
 import { buildImage, buildLayerTar, pushImage, type BuiltImage } from '../helpers/image-builder.js';
@@ -18,6 +19,27 @@ async function waitFor(what: string, cond: () => boolean, ms = 60_000): Promise<
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 100));
   }
+}
+
+/**
+ * The sentinel variant (container-libs PR #681): a 512-byte non-tar first layer tells TOC-aware clients the image
+ * must only be consumed through TOCs, so they may skip the DiffID proof; tar-based tools cannot use it at all.
+ */
+function sentinelVariant(img: BuiltImage): BuiltImage {
+  const content = Buffer.alloc(512);
+  content.write('ZSTD-CHUNKED-SENTINEL', 1, 'latin1');
+  content.fill(0xff, 148, 156);
+  content.write('NOTTAR', 257, 'latin1');
+  const config = JSON.parse(img.config.toString());
+  config.rootfs.diff_ids = [sha(content), sha(Buffer.from('an unproven claim'))];
+  const cfg = Buffer.from(JSON.stringify(config));
+  const manifest = JSON.parse(img.manifest.toString());
+  manifest.config = { ...manifest.config, digest: sha(cfg), size: cfg.length };
+  manifest.layers = [{ mediaType: 'application/vnd.containers.zstd-chunked-sentinel', digest: sha(content), size: 512 }, ...manifest.layers];
+  const blobs = new Map(img.blobs);
+  blobs.set(sha(cfg), cfg);
+  blobs.set(sha(content), content);
+  return { ...img, config: cfg, manifest: Buffer.from(JSON.stringify(manifest)), blobs };
 }
 
 /** The same image with its config claiming another DiffID for the layer (the "two views" attack). */
@@ -60,6 +82,7 @@ describe('store: background fetch, outages and the DiffID proof', function () {
     const client = new RegistryClient({ registriesConf: new RegistriesConf(parseRegistriesConf(`[[registry]]\nlocation = "${proxy.host}"\ninsecure = true\n`, 't')) });
     for (const name of ['fetched', 'outage', 'proven']) await pushImage(client, refOf(name), image);
     await pushImage(client, refOf('tampered'), withWrongDiffId(image));
+    await pushImage(client, refOf('sentinel'), sentinelVariant(image));
     await client.close();
   });
   afterEach(() => proxy.setRule(undefined));
@@ -130,6 +153,15 @@ describe('store: background fetch, outages and the DiffID proof', function () {
     await waitFor('the quarantine', () => /QUARANTINED/.test(d.log()));
     await assert.rejects(readFile(join(dir, 'diff', files[2]!.path)), (e: NodeJS.ErrnoException) => e.code === 'EIO' || e.code === 'ENOENT');
     assert.match(d.log(), /rebuild a tar with DiffID sha256:[0-9a-f]{64} \(\d+ bytes\), but the image config says sha256:[0-9a-f]{64}/);
+  });
+
+  it('skips the proof for a sentinel-variant image (consumed through TOCs only), even in before-use mode', async () => {
+    const d = await daemon('sentinel', 'diffid_proof = "before-use"\nbackground_fetch = false\n');
+    const dir = diffOf(d, refOf('sentinel'));
+    assert.ok((await readFile(join(dir, 'diff', files[3]!.path))).equals(files[3]!.data));
+    const status = JSON.parse((await runCli(['status', '--root', d.root, '--json'])).stdout);
+    assert.equal(status.layers[0].proof, 'skipped');
+    assert.equal(status.layers[0].proofDetail, 'sentinel-variant image');
   });
 
   it('blocks such a layer before use in before-use mode: podman never sees it', async () => {

@@ -52,6 +52,7 @@ export class Chunker {
     let s2 = this.s2 | 0;
     let wofs = this.wofs;
     let pos = this.pos;
+    let zeros = this.pendingZeros;
     const n = data.length;
     for (let i = 0; i < n; i++) {
       const b = data[i]!;
@@ -59,14 +60,14 @@ export class Chunker {
         // Measure the whole zero run at once; decide it when a non-zero byte (or the end) arrives.
         let j = i + 1;
         while (j < n && data[j] === 0) j++;
-        this.pendingZeros += j - i;
+        zeros += j - i;
         i = j - 1;
         continue;
       }
-      if (this.pendingZeros > 0) {
-        this.s1 = s1; this.s2 = s2; this.wofs = wofs; this.pos = pos;
+      if (zeros > 0) {
+        this.s1 = s1; this.s2 = s2; this.wofs = wofs; this.pos = pos; this.pendingZeros = zeros;
         this.flushZeros(out);
-        s1 = this.s1; s2 = this.s2; wofs = this.wofs; pos = this.pos;
+        s1 = this.s1; s2 = this.s2; wofs = this.wofs; pos = this.pos; zeros = 0;
       }
       const drop = win[wofs]!;
       s1 = (s1 + b - drop) | 0;
@@ -79,7 +80,7 @@ export class Chunker {
         this.chunkStart = pos;
       }
     }
-    this.s1 = s1; this.s2 = s2; this.wofs = wofs; this.pos = pos;
+    this.s1 = s1; this.s2 = s2; this.wofs = wofs; this.pos = pos; this.pendingZeros = zeros;
     return out;
   }
 

@@ -80,7 +80,11 @@ class PayloadState {
   readonly chunker = new Chunker();
   readonly fileHash = createHash('sha256');
   readonly crc = new Crc64();
-  chunkHash: Hash = createHash('sha256');
+  /**
+   * Hash of the current chunk from the second chunk on. Chunk 0 starts at file offset 0, so its digest is the
+   * file hash's state at its end (Hash.copy): no second pass over most files, which are one chunk.
+   */
+  chunkHash: Hash | undefined;
   readonly chunks: ChunkRecord[] = [];
   startOffset = 0;
   lastOffset = 0;
@@ -147,7 +151,8 @@ export async function writeZstdChunked(
         ? data.subarray(p.written - base, to - base)
         : ZEROS.subarray(0, Math.min(Math.min(to, base) - p.written, ZEROS.length));
       if (p.startOffset === 0) p.lastOffset = p.startOffset = restart();
-      p.chunkHash.update(piece);
+      p.chunkHash?.update(piece);
+      p.fileHash.update(piece);
       frames.write(piece, out.push);
       p.written += piece.length;
     }
@@ -160,7 +165,7 @@ export async function writeZstdChunked(
       const off = restart();
       p.chunks.push({
         chunkOffset: p.lastChunkOffset, offset: p.lastOffset, size: b.end - p.lastChunkOffset,
-        digest: `sha256:${p.chunkHash.digest('hex')}`, zeros: b.zeros,
+        digest: `sha256:${(p.chunkHash ?? p.fileHash.copy()).digest('hex')}`, zeros: b.zeros,
       });
       p.lastOffset = off;
       p.lastChunkOffset = b.end;
@@ -214,7 +219,6 @@ export async function writeZstdChunked(
         const p = payload!;
         consume(ev.data);
         p.crc.update(ev.data);
-        p.fileHash.update(ev.data);
         p.done += ev.data.length;
         writePayload(p, ev.data, p.chunker.push(ev.data));
         if (p.done === p.size) {

@@ -20,7 +20,7 @@ function render(s: DaemonStatus): string {
     const d = s.cache.disk;
     lines.push(`disk cache    ${mib(d.bytes)} of ${mib(d.maxBytes)} in ${d.chunks} chunks (${d.dir}), ${d.hits} hits, ${d.misses} misses, ${d.evictions} evicted`);
   }
-  lines.push(`fuse          ${s.fuse.requests} requests, ${s.fuse.errors} errors, ${s.fuse.inFlight} in flight`, '');
+  lines.push(`fuse          ${s.fuse.requests} requests (${s.fuse.errors} answered with an error, mostly ENOENT for names podman probes), ${s.fuse.inFlight} in flight`, '');
   if (s.layers.length === 0) lines.push('no layers looked up yet');
   for (const l of s.layers) {
     lines.push(`${l.ref}  ${l.key} (${l.generation === 'toc' ? 'TOC digest, podman ≥ 5.1' : 'blob digest'})`);

@@ -80,8 +80,9 @@ export class LayerContent {
   private readonly readahead: number;
   private readonly maxChunk: number;
   private readonly timeoutMs: number;
-  /** Foreground fetches in flight: background work yields while any are waiting. */
+  /** Foreground fetches in flight, and when the last one ended: background work yields to both. */
   foreground = 0;
+  lastForegroundAt = 0;
 
   constructor(
     private readonly tree: LayerTree,
@@ -243,7 +244,10 @@ export class LayerContent {
       for (const b of items) b.reject(this.error(node, b.chunk, why, err));
       return;
     } finally {
-      if (!background) this.foreground--;
+      if (!background) {
+        this.foreground--;
+        this.lastForegroundAt = Date.now();
+      }
       const bytes = ok ? items.reduce((n, b) => n + b.chunk.end - b.chunk.start, 0) : 0;
       this.opts.onFetch?.(Number(process.hrtime.bigint() - t0) / 1e9, bytes, ok, background);
     }

@@ -9,16 +9,27 @@ import { S_IFMT, S_IFREG } from './tree.js';
 export class BackgroundScheduler {
   private running = 0;
   private readonly contents = new Set<LayerContent>();
+  private lastForeground = 0;
 
-  constructor(readonly concurrency = 2, private readonly pollMs = 20) {}
+  /**
+   * @param quietMs background work starts only this long after the last foreground fetch: a container reading
+   *   its first files issues fetch after fetch, and each must not queue behind a background transfer.
+   */
+  constructor(readonly concurrency = 2, private readonly quietMs = 250, private readonly pollMs = 20) {}
 
   register(c: LayerContent): void {
     this.contents.add(c);
   }
 
   private busy(): boolean {
-    for (const c of this.contents) if (c.foreground > 0) return true;
-    return false;
+    const now = Date.now();
+    for (const c of this.contents) {
+      if (c.foreground > 0 || now - c.lastForegroundAt < this.quietMs) {
+        this.lastForeground = now;
+        return true;
+      }
+    }
+    return now - this.lastForeground < this.quietMs;
   }
 
   /** Run `work` when a slot is free and no foreground fetch is waiting. */
@@ -77,7 +88,8 @@ export class LayerPrefetcher {
   }
 
   private async run(): Promise<void> {
-    const batchBytes = this.opts.batchBytes ?? 8 << 20;
+    // Small batches: a foreground read arriving mid-batch waits for at most one batch on a slow link.
+    const batchBytes = this.opts.batchBytes ?? 2 << 20;
     const files = this.order();
     this.progress.state = 'running';
     this.progress.chunks = files.reduce((n, f) => n + this.tree.chunkCount(f), 0);

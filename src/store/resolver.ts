@@ -251,7 +251,8 @@ export class Resolver {
     };
     if (this.opts.scheduler) {
       this.opts.scheduler.register(content);
-      if (this.opts.backgroundFetch !== false) {
+      // The proof needs every byte of the layer: it implies a (paced) background fetch even when that is off.
+      if (this.opts.backgroundFetch !== false || data.proof.state === 'pending') {
         data.prefetcher = new LayerPrefetcher(tree, content, this.opts.scheduler, { firstNodes: await access.load() });
       }
     }

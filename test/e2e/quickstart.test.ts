@@ -35,10 +35,13 @@ describe('e2e: the README quick start on a fresh clone (npm start, then podman u
 
   after(async () => {
     await podman?.cleanup();
+    // npm, scripts/start.mjs and tocfs share a process group (detached): end exactly that group.
+    const signal = (sig: NodeJS.Signals) => { try { process.kill(-start!.pid!, sig); } catch { /* already gone */ } };
     if (start?.pid && start.exitCode === null) {
-      process.kill(-start.pid, 'SIGTERM');
-      await new Promise((r) => setTimeout(r, 3000));
-      if (start.exitCode === null) process.kill(-start.pid, 'SIGKILL');
+      signal('SIGTERM');
+      const end = Date.now() + 10_000;
+      while (start.exitCode === null && Date.now() < end) await new Promise((r) => setTimeout(r, 100));
+      if (start.exitCode === null) signal('SIGKILL');
     }
     if (mounted()) await run('umount', ['-l', DEFAULT_STORE]).catch(() => {});
     rmSync(DROP_IN, { force: true });

@@ -7,12 +7,11 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CredentialStore, RegistryClient, RegistriesConf, parseRegistriesConf } from '../src/registry/index.js';
 import { runCli } from '../test/helpers/cli.js';
 import { startDaemon } from '../test/helpers/daemon.js';
 import { buildImage, buildLayerTar, pushImage, type TreeItem } from '../test/helpers/image-builder.js';
 import { Podman } from '../test/helpers/podman.js';
-import { startRegistry } from '../test/helpers/registry-server.js';
+import { startRegistry, loopbackClient } from '../test/helpers/registry-server.js';
 
 const say = (s: string) => process.stdout.write(`\n== ${s}\n`);
 const mib = (n: number) => `${(n / 2 ** 20).toFixed(1)} MiB`;
@@ -33,10 +32,7 @@ async function main(): Promise<void> {
     const tar = await buildLayerTar(work, 'layer', items);
     const image = await buildImage([{ tar, compression: 'zstd:chunked' }], ['/bin/sh']);
     const ref = `${registry.host}/demo/app:v1`;
-    const client = new RegistryClient({
-      registriesConf: new RegistriesConf(parseRegistriesConf(`[[registry]]\nlocation = "${registry.host}"\ninsecure = true\n`, 'demo')),
-      credentialStore: new CredentialStore(),
-    });
+    const client = loopbackClient(registry.host);
     await pushImage(client, ref, image);
     await client.close();
     const inspect = await runCli(['inspect', `docker://${ref}`, '--insecure']);

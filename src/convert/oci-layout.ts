@@ -111,27 +111,7 @@ export class OciLayout {
    */
   async createBlobWriter(): Promise<BlobWriter> {
     const tmp = join(this.dir, 'blobs', 'sha256', `.tmp-${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2)}`);
-    const stream = createWriteStream(tmp);
-    const hash = createHash('sha256');
-    let size = 0;
-    return {
-      write: async (chunk: Buffer) => {
-        hash.update(chunk);
-        size += chunk.length;
-        if (!stream.write(chunk)) await once(stream, 'drain');
-      },
-      commit: async () => {
-        stream.end();
-        await once(stream, 'close');
-        const digest = parseDigest(`sha256:${hash.digest('hex')}`, 'blob');
-        await rename(tmp, this.blobPath(digest));
-        return { digest, size };
-      },
-      abort: async () => {
-        stream.destroy();
-        await rm(tmp, { force: true });
-      },
-    };
+    return spoolWriter(tmp, (digest) => rename(tmp, this.blobPath(digest)), () => rm(tmp, { force: true }));
   }
 
   /** Record an image in index.json under `tag`, replacing an earlier image of that name. */
@@ -151,6 +131,34 @@ export interface BlobWriter {
   write(chunk: Buffer): Promise<void>;
   commit(): Promise<{ digest: Digest; size: number }>;
   abort(): Promise<void>;
+}
+
+/**
+ * A BlobWriter that spools to `tmp`, hashing as it goes; on commit `finish(digest, size)` moves or uploads the
+ * file (for blobs whose digest is known only at their end), on abort `cleanup` removes what was written.
+ */
+export function spoolWriter(tmp: string, finish: (digest: Digest, size: number) => Promise<void>, cleanup: () => Promise<void>): BlobWriter {
+  const stream = createWriteStream(tmp);
+  const hash = createHash('sha256');
+  let size = 0;
+  return {
+    write: async (chunk: Buffer) => {
+      hash.update(chunk);
+      size += chunk.length;
+      if (!stream.write(chunk)) await once(stream, 'drain');
+    },
+    commit: async () => {
+      stream.end();
+      await once(stream, 'close');
+      const digest = parseDigest(`sha256:${hash.digest('hex')}`, 'blob');
+      await finish(digest, size);
+      return { digest, size };
+    },
+    abort: async () => {
+      stream.destroy();
+      await cleanup();
+    },
+  };
 }
 
 async function exists(p: string): Promise<boolean> {

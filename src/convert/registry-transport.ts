@@ -1,13 +1,10 @@
-import { createWriteStream } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { once } from 'node:events';
-import { createHash } from 'node:crypto';
 import type { RegistryClient } from '../registry/index.js';
-import { parseDigest, type Digest } from '../util/index.js';
+import type { Digest } from '../util/index.js';
 import type { ImageDestination, ImageSource } from './convert.js';
-import type { BlobWriter } from './oci-layout.js';
+import { spoolWriter, type BlobWriter } from './oci-layout.js';
 import type { ImageManifest } from './oci-types.js';
 
 const PIECE = 8 << 20;
@@ -43,31 +40,14 @@ export function registryDestination(client: RegistryClient, ref: string): ImageD
     async createBlobWriter(): Promise<BlobWriter> {
       const dir = await mkdtemp(join(tmpdir(), 'tocfs-push-'));
       const path = join(dir, 'blob');
-      const stream = createWriteStream(path);
-      const hash = createHash('sha256');
-      let size = 0;
-      return {
-        write: async (chunk) => {
-          hash.update(chunk);
-          size += chunk.length;
-          if (!stream.write(chunk)) await once(stream, 'drain');
-        },
-        commit: async () => {
-          stream.end();
-          await once(stream, 'close');
-          const digest = parseDigest(`sha256:${hash.digest('hex')}`, 'blob');
-          try {
-            await client.pushBlob(ref, { path, size, digest });
-          } finally {
-            await rm(dir, { recursive: true, force: true });
-          }
-          return { digest, size };
-        },
-        abort: async () => {
-          stream.destroy();
-          await rm(dir, { recursive: true, force: true });
-        },
-      };
+      const removeDir = () => rm(dir, { recursive: true, force: true });
+      return spoolWriter(path, async (digest, size) => {
+        try {
+          await client.pushBlob(ref, { path, size, digest });
+        } finally {
+          await removeDir();
+        }
+      }, removeDir);
     },
     async putBlob(data): Promise<Digest> {
       return (await client.pushBlob(ref, data)).digest;

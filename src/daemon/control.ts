@@ -2,7 +2,7 @@ import { chmod, rm } from 'node:fs/promises';
 import { createServer, request, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import type { CredentialStore } from '../registry/index.js';
-import type { LayerStatus, LayerStore, ResolveFailure } from '../store/index.js';
+import type { LayerStatus, ResolveFailure } from '../store/index.js';
 import { TocfsError } from '../util/index.js';
 
 /** What `tocfs status` shows. */

@@ -110,7 +110,7 @@ const zeroDigests = new Map<number, Digest>();
 const ZERO_PIECE = Buffer.alloc(1 << 20);
 
 /** sha256 of `size` zero bytes, memoised: zero chunks repeat sizes. */
-function zerosDigest(size: number): Digest {
+export function zerosDigest(size: number): Digest {
   let d = zeroDigests.get(size);
   if (!d) {
     // Hashed piece by piece: a hole may be larger than any Buffer can be.

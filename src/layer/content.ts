@@ -1,6 +1,5 @@
-import { createHash } from 'node:crypto';
-import { verifyChunkBytes } from '../format/index.js';
-import { TocfsError, type Digest } from '../util/index.js';
+import { verifyChunkBytes, zerosDigest } from '../format/index.js';
+import { TocfsError } from '../util/index.js';
 import type { ChunkCache } from './cache.js';
 import type { ChunkView, LayerTree } from './tree.js';
 
@@ -55,19 +54,9 @@ interface Pending {
   /** Background work: straight to disk, not into memory, and not counted as a foreground fetch. */
   background?: boolean;
 }
-const ZERO = Buffer.alloc(1 << 20);
-const zeroDigests = new Map<number, Digest>();
 
-/** sha256 of `size` zeros, hashed in pieces (a hole can be gigabytes) and memoised. */
-function zerosDigest(size: number): Digest {
-  let d = zeroDigests.get(size);
-  if (d) return d;
-  const h = createHash('sha256');
-  for (let left = size; left > 0; left -= ZERO.length) h.update(ZERO.subarray(0, Math.min(left, ZERO.length)));
-  d = `sha256:${h.digest('hex')}`;
-  if (zeroDigests.size < 4096) zeroDigests.set(size, d);
-  return d;
-}
+/** Zero chunks are served as slices of this (a hole can be gigabytes; reads are at most 1 MiB). */
+const ZERO = Buffer.alloc(1 << 20);
 
 /**
  * Serves file contents of one layer: chunk map → shared cache → fetch plan → decompress → verify (design.md §3).

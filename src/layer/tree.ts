@@ -1,5 +1,5 @@
 import { TocfsError, type Digest } from '../util/index.js';
-import type { LayerFile, LayerToc, TarTime } from '../format/index.js';
+import type { LayerChunk, LayerFile, LayerToc, TarTime } from '../format/index.js';
 
 export const S_IFMT = 0o170000;
 export const S_IFDIR = 0o040000;
@@ -35,15 +35,8 @@ export interface NodeAttr {
   mtimeNsec: number;
 }
 
-/** A regular file's content as chunks: [fileOffset, +size) ← blob [start, end). */
-export interface ChunkView {
-  fileOffset: number;
-  size: number;
-  start: number;
-  end: number;
-  digest: Digest;
-  zeros: boolean;
-}
+/** A regular file's content as chunks: [fileOffset, +size) ← blob [start, end); the format's own chunk type. */
+export type ChunkView = LayerChunk;
 
 interface DraftNode {
   mode: number;

@@ -3,10 +3,9 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { RegistryClient, RegistriesConf, parseRegistriesConf } from '../../src/registry/index.js';
 import { runCli } from '../helpers/cli.js';
 import { buildImage, buildLayerTar, pushImage, type BuiltImage } from '../helpers/image-builder.js';
-import { startRegistry, type RegistryServer } from '../helpers/registry-server.js';
+import { startRegistry, type RegistryServer, loopbackClient } from '../helpers/registry-server.js';
 
 describe('cli: tocfs inspect docker://', function () {
   this.timeout(120_000);
@@ -22,7 +21,7 @@ describe('cli: tocfs inspect docker://', function () {
     const small = await buildLayerTar(work, 'small', [{ path: 'etc/x', type: 'file', data: 'x' }]);
     image = await buildImage([{ tar: big, compression: 'zstd:chunked' }, { tar: small, compression: 'gzip' }]);
     ref = `${registry.host}/inspect/remote:v1`;
-    const client = new RegistryClient({ registriesConf: new RegistriesConf(parseRegistriesConf(`[[registry]]\nlocation = "${registry.host}"\ninsecure = true\n`, 't')) });
+    const client = loopbackClient(registry.host);
     await pushImage(client, ref, image);
     await client.close();
   });

@@ -5,11 +5,11 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CredentialStore, RegistryClient, RegistriesConf, parseRegistriesConf } from '../../src/registry/index.js';
+import { CredentialStore } from '../../src/registry/index.js';
 import { CLI, runCli } from '../helpers/cli.js';
 import { startDaemon, type DaemonHandle } from '../helpers/daemon.js';
 import { buildImage, buildLayerTar, pushImage, type BuiltImage } from '../helpers/image-builder.js';
-import { freePort, startRegistry, type RegistryServer } from '../helpers/registry-server.js';
+import { freePort, loopbackClient, startRegistry, type RegistryServer } from '../helpers/registry-server.js';
 
 /** Run the CLI with `input` on stdin (as podman runs the auth helper). */
 function runWithStdin(args: string[], input: string): Promise<{ code: number; stderr: string }> {
@@ -29,12 +29,9 @@ describe('daemon: operating tocfs (status, auth helper, metrics, config errors)'
   const file = randomBytes(120_000);
 
   const client = (host: string, auth?: { user: string; pass: string }) => {
-    const credentialStore = new CredentialStore();
-    if (auth) credentialStore.set(host, { username: auth.user, password: auth.pass });
-    return new RegistryClient({
-      registriesConf: new RegistriesConf(parseRegistriesConf(`[[registry]]\nlocation = "${host}"\ninsecure = true\n`, 't')),
-      credentialStore,
-    });
+    const credentials = new CredentialStore();
+    if (auth) credentials.set(host, { username: auth.user, password: auth.pass });
+    return loopbackClient(host, credentials);
   };
 
   before(async () => {

@@ -4,52 +4,14 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSy
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openChunkedLayer } from '../../src/format/index.js';
-import { RegistryClient, RegistriesConf, parseRegistriesConf } from '../../src/registry/index.js';
 import { startDaemon, type DaemonHandle } from '../helpers/daemon.js';
-import { buildImage, buildLayerTar, pushImage, type BuiltImage, type TreeItem } from '../helpers/image-builder.js';
+import { buildImage, buildLayerTar, pushImage, type BuiltImage } from '../helpers/image-builder.js';
 import { Podman } from '../helpers/podman.js';
-import { startRegistry, type RegistryServer } from '../helpers/registry-server.js';
+import { startRegistry, type RegistryServer, loopbackClient } from '../helpers/registry-server.js';
 import { snapshotTree } from '../helpers/tree-snapshot.js';
+import { baseLayer, topLayer } from '../helpers/e2e-image.js';
 
-const BUSYBOX_TOOLS = ['sh', 'cat', 'sha256sum', 'find', 'ls', 'xargs', 'sort', 'echo', 'head', 'wc'];
 
-/** The base layer: busybox, plain files, a big multi-chunk file with a hole, and things layer 2 will hide. */
-function baseLayer(): TreeItem[] {
-  return [
-    { path: 'bin/busybox', type: 'file', data: readFileSync('/bin/busybox'), mode: 0o755 },
-    ...BUSYBOX_TOOLS.map((t): TreeItem => ({ path: `bin/${t}`, type: 'symlink', target: 'busybox' })),
-    { path: 'etc/passwd', type: 'file', data: 'root:x:0:0:root:/root:/bin/sh\n' },
-    { path: 'data/keep.txt', type: 'file', data: 'kept from layer 1\n' },
-    { path: 'data/gone.txt', type: 'file', data: 'whited out by layer 2\n' },
-    { path: 'data/old/a.txt', type: 'file', data: 'hidden by the opaque dir\n' },
-    { path: 'data/old/sub/b.txt', type: 'file', data: 'also hidden\n' },
-    { path: 'data/big.bin', type: 'file', data: Buffer.concat([randomBytes(3 << 20), Buffer.alloc(200_000), randomBytes(2 << 20)]) },
-    { path: 'data/owned', type: 'file', data: 'uid 1000\n', uid: 1000, gid: 1000, mode: 0o640 },
-  ];
-}
-
-/** Layer 2: whiteout, opaque dir, hardlinks, symlinks, xattrs, devices, setuid. */
-function topLayer(): TreeItem[] {
-  return [
-    { path: 'data/gone.txt', type: 'whiteout' },
-    { path: 'data/old', type: 'dir' },
-    { path: 'data/old', type: 'opaque' },
-    { path: 'data/old/new.txt', type: 'file', data: 'only this survives in data/old\n' },
-    { path: 'data/h1', type: 'file', data: randomBytes(70_000) },
-    { path: 'data/h2', type: 'hardlink', target: 'data/h1' },
-    { path: 'data/rel-link', type: 'symlink', target: 'keep.txt' },
-    { path: 'data/abs-link', type: 'symlink', target: '/data/keep.txt' },
-    { path: 'data/x.txt', type: 'file', data: 'has xattrs\n', xattrs: { 'user.comment': 'hello', 'user.bin': '0x00ff10' } },
-    { path: 'data/suid', type: 'file', data: 'setuid\n', mode: 0o4755 },
-    { path: 'data/dev/null', type: 'char', major: 1, minor: 3, mode: 0o666 },
-    { path: 'data/dev/loop9', type: 'block', major: 7, minor: 9, mode: 0o660 },
-    { path: 'data/dev/fifo', type: 'fifo' },
-    { path: 'data/empty', type: 'file', data: '' },
-  ];
-}
-
-/** podman injects these into containers; they are not the image's. */
-const INJECTED = /^(etc\/(hosts|hostname|resolv\.conf)|run\/\.containerenv|proc|sys|dev)$/;
 
 describe('e2e: podman 4.3.1 through tocfs (blob-digest lookups)', function () {
   this.timeout(600_000);
@@ -67,7 +29,7 @@ describe('e2e: podman 4.3.1 through tocfs (blob-digest lookups)', function () {
     registry = await startRegistry({});
     const l1 = await buildLayerTar(work, 'l1', baseLayer());
     const l2 = await buildLayerTar(work, 'l2', topLayer());
-    const client = new RegistryClient({ registriesConf: new RegistriesConf(parseRegistriesConf(`[[registry]]\nlocation = "${registry.host}"\ninsecure = true\n`, 'test')) });
+    const client = loopbackClient(registry.host);
     image = await buildImage([{ tar: l1, compression: 'zstd:chunked' }, { tar: l2, compression: 'zstd:chunked' }]);
     ref = `${registry.host}/e2e/chunked:v1`;
     await pushImage(client, ref, image);
@@ -170,7 +132,7 @@ describe('e2e: podman 4.3.1 through tocfs (blob-digest lookups)', function () {
   });
 
   it('a corrupt chunk in the registry is an I/O error in the container, other files still read', async () => {
-    const client = new RegistryClient({ registriesConf: new RegistriesConf(parseRegistriesConf(`[[registry]]\nlocation = "${registry.host}"\ninsecure = true\n`, 'test')) });
+    const client = loopbackClient(registry.host);
     const victimData = randomBytes(50_000);
     const l3 = await buildLayerTar(work, 'l3', [
       { path: 'data/victim.bin', type: 'file', data: victimData },

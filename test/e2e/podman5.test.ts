@@ -1,66 +1,21 @@
 import assert from 'node:assert/strict';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { openChunkedLayer } from '../../src/format/index.js';
-import { RegistryClient, RegistriesConf, parseRegistriesConf } from '../../src/registry/index.js';
 import { encodeRefName } from '../../src/store/index.js';
 import { startDaemon, type DaemonHandle } from '../helpers/daemon.js';
-import { buildImage, buildLayerTar, pushImage, type BuiltImage, type TreeItem } from '../helpers/image-builder.js';
+import { buildImage, buildLayerTar, pushImage, withConfig, type BuiltImage } from '../helpers/image-builder.js';
 import { Debian13Chroot, Podman5, debian13Root } from '../helpers/podman5.js';
-import { startRegistry, type RegistryServer } from '../helpers/registry-server.js';
+import { startRegistry, type RegistryServer, loopbackClient } from '../helpers/registry-server.js';
 import { snapshotTree } from '../helpers/tree-snapshot.js';
+import { baseLayer, topLayer } from '../helpers/e2e-image.js';
 
-const BUSYBOX_TOOLS = ['sh', 'cat', 'sha256sum', 'find', 'ls', 'xargs', 'sort', 'echo', 'head', 'wc'];
 
-/** The base layer: busybox, plain files, a big multi-chunk file with a hole, and things layer 2 will hide. */
-function baseLayer(): TreeItem[] {
-  return [
-    { path: 'bin/busybox', type: 'file', data: readFileSync('/bin/busybox'), mode: 0o755 },
-    ...BUSYBOX_TOOLS.map((t): TreeItem => ({ path: `bin/${t}`, type: 'symlink', target: 'busybox' })),
-    { path: 'etc/passwd', type: 'file', data: 'root:x:0:0:root:/root:/bin/sh\n' },
-    { path: 'data/keep.txt', type: 'file', data: 'kept from layer 1\n' },
-    { path: 'data/gone.txt', type: 'file', data: 'whited out by layer 2\n' },
-    { path: 'data/old/a.txt', type: 'file', data: 'hidden by the opaque dir\n' },
-    { path: 'data/old/sub/b.txt', type: 'file', data: 'also hidden\n' },
-    { path: 'data/big.bin', type: 'file', data: Buffer.concat([randomBytes(3 << 20), Buffer.alloc(200_000), randomBytes(2 << 20)]) },
-    { path: 'data/owned', type: 'file', data: 'uid 1000\n', uid: 1000, gid: 1000, mode: 0o640 },
-  ];
-}
-
-/** Layer 2: whiteout, opaque dir, hardlinks, symlinks, xattrs, devices, setuid. */
-function topLayer(): TreeItem[] {
-  return [
-    { path: 'data/gone.txt', type: 'whiteout' },
-    { path: 'data/old', type: 'dir' },
-    { path: 'data/old', type: 'opaque' },
-    { path: 'data/old/new.txt', type: 'file', data: 'only this survives in data/old\n' },
-    { path: 'data/h1', type: 'file', data: randomBytes(70_000) },
-    { path: 'data/h2', type: 'hardlink', target: 'data/h1' },
-    { path: 'data/rel-link', type: 'symlink', target: 'keep.txt' },
-    { path: 'data/abs-link', type: 'symlink', target: '/data/keep.txt' },
-    { path: 'data/x.txt', type: 'file', data: 'has xattrs\n', xattrs: { 'user.comment': 'hello', 'user.bin': '0x00ff10' } },
-    { path: 'data/suid', type: 'file', data: 'setuid\n', mode: 0o4755 },
-    { path: 'data/dev/null', type: 'char', major: 1, minor: 3, mode: 0o666 },
-    { path: 'data/dev/loop9', type: 'block', major: 7, minor: 9, mode: 0o660 },
-    { path: 'data/dev/fifo', type: 'fifo' },
-    { path: 'data/empty', type: 'file', data: '' },
-  ];
-}
-
-const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 
 /** The same image with its config's `rootfs.diff_ids` emptied (a config podman ≥ 5.4 will not use the store for). */
 function withoutDiffIds(img: BuiltImage): BuiltImage {
-  const cfg = JSON.parse(img.config.toString()) as { rootfs: { diff_ids: string[] } };
-  cfg.rootfs.diff_ids = [];
-  const config = Buffer.from(JSON.stringify(cfg));
-  const manifest = JSON.parse(img.manifest.toString()) as { config: { digest: string; size: number } };
-  manifest.config = { ...manifest.config, digest: sha(config), size: config.length };
-  const blobs = new Map(img.blobs);
-  blobs.delete(sha(img.config));
-  blobs.set(sha(config), config);
-  return { ...img, config, manifest: Buffer.from(JSON.stringify(manifest)), blobs };
+  return withConfig(img, (c) => { c.rootfs.diff_ids = []; });
 }
 
 interface LogLine {
@@ -103,7 +58,7 @@ describe('e2e: podman 5.4 (Debian 13 chroot) through tocfs (TOC-digest lookups)'
     registry = await startRegistry({});
     const l1 = await buildLayerTar(work, 'l1', baseLayer());
     const l2 = await buildLayerTar(work, 'l2', topLayer());
-    const client = new RegistryClient({ registriesConf: new RegistriesConf(parseRegistriesConf(`[[registry]]\nlocation = "${registry.host}"\ninsecure = true\n`, 'test')) });
+    const client = loopbackClient(registry.host);
     image = await buildImage([{ tar: l1, compression: 'zstd:chunked' }, { tar: l2, compression: 'zstd:chunked' }]);
     ref = `${registry.host}/e2e5/chunked:v1`;
     await pushImage(client, ref, image);
@@ -251,7 +206,7 @@ describe('e2e: podman 5.4 (Debian 13 chroot) through tocfs (TOC-digest lookups)'
   });
 
   it('a corrupt chunk in the registry is an I/O error in the container, other files still read', async () => {
-    const client = new RegistryClient({ registriesConf: new RegistriesConf(parseRegistriesConf(`[[registry]]\nlocation = "${registry.host}"\ninsecure = true\n`, 'test')) });
+    const client = loopbackClient(registry.host);
     const l3 = await buildLayerTar(work, 'l3', [
       { path: 'data/victim.bin', type: 'file', data: randomBytes(50_000) },
       { path: 'data/fine.txt', type: 'file', data: `fine ${randomBytes(8).toString('hex')}\n` },

@@ -4,11 +4,10 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSy
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { CredentialStore, RegistryClient, RegistriesConf, parseRegistriesConf } from '../../src/registry/index.js';
 import { run } from '../helpers/cli.js';
 import { buildImage, buildLayerTar, pushImage } from '../helpers/image-builder.js';
 import { Podman } from '../helpers/podman.js';
-import { startRegistry, type RegistryServer } from '../helpers/registry-server.js';
+import { startRegistry, type RegistryServer, loopbackClient } from '../helpers/registry-server.js';
 
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 const DEFAULT_STORE = '/var/lib/tocfs/store';
@@ -70,10 +69,7 @@ describe('e2e: the README quick start on a fresh clone (npm start, then podman u
     const tar = await buildLayerTar(work, 'layer', [{ path: 'srv/hello.txt', type: 'file', data: 'hello from the quick start\n' }]);
     const image = await buildImage([{ tar, compression: 'zstd:chunked' }]);
     const ref = `${registry.host}/quickstart/hello:v1`;
-    const client = new RegistryClient({
-      registriesConf: new RegistriesConf(parseRegistriesConf(`[[registry]]\nlocation = "${registry.host}"\ninsecure = true\n`, 't')),
-      credentialStore: new CredentialStore(),
-    });
+    const client = loopbackClient(registry.host);
     await pushImage(client, ref, image);
     await client.close();
     podman = new Podman(join(work, 'podman'), { als: DEFAULT_STORE, insecureHosts: [registry.host] });

@@ -112,3 +112,20 @@ export async function pushImage(client: RegistryClient, ref: string, image: Buil
 export function touch(path: string, when = MTIME): void {
   utimesSync(path, when, when);
 }
+
+/** The same image with its config (and optionally manifest) edited: a new config blob, the manifest pointing at it. */
+export function withConfig(
+  img: BuiltImage,
+  editConfig: (config: { rootfs: { diff_ids: string[] } } & Record<string, unknown>) => void,
+  editManifest?: (manifest: { layers: object[] } & Record<string, unknown>, blobs: Map<string, Buffer>) => void,
+): BuiltImage {
+  const config = JSON.parse(img.config.toString());
+  editConfig(config);
+  const cfg = Buffer.from(JSON.stringify(config));
+  const manifest = JSON.parse(img.manifest.toString());
+  manifest.config = { ...manifest.config, digest: sha(cfg), size: cfg.length };
+  const blobs = new Map(img.blobs);
+  blobs.set(sha(cfg), cfg);
+  editManifest?.(manifest, blobs);
+  return { ...img, config: cfg, manifest: Buffer.from(JSON.stringify(manifest)), blobs };
+}

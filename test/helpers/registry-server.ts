@@ -17,6 +17,8 @@ import { startTokenServer, type TokenServer, type TokenServerOptions } from './t
 
 const run = promisify(execFile);
 
+import { CredentialStore, RegistryClient, RegistriesConf, parseRegistriesConf } from '../../src/registry/index.js';
+
 export const REGISTRY_BINARY = '/usr/bin/docker-registry';
 
 export type RegistryAuthMode = 'none' | 'htpasswd' | 'token';
@@ -179,4 +181,10 @@ export async function startRegistry(opts: RegistryServerOptions = {}): Promise<R
     }
   }
   throw lastError;
+}
+
+/** A registry client that talks plain HTTP to the given loopback registries (as registries.conf `insecure`). */
+export function loopbackClient(hosts: string | readonly string[], credentialStore = new CredentialStore()): RegistryClient {
+  const text = (typeof hosts === 'string' ? [hosts] : hosts).map((h) => `[[registry]]\nlocation = "${h}"\ninsecure = true\n`).join('\n');
+  return new RegistryClient({ registriesConf: new RegistriesConf(parseRegistriesConf(text, 'test registries')), credentialStore });
 }

@@ -4,12 +4,11 @@ import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { RegistryClient, RegistriesConf, parseRegistriesConf } from '../../src/registry/index.js';
 import { runCli } from '../helpers/cli.js';
 import { startDaemon, type DaemonHandle } from '../helpers/daemon.js';
 import { startFaultProxy, type FaultProxy } from '../helpers/fault-proxy.js';
-import { buildImage, buildLayerTar, pushImage, type BuiltImage } from '../helpers/image-builder.js';
-import { startRegistry, type RegistryServer } from '../helpers/registry-server.js';
+import { buildImage, buildLayerTar, pushImage, withConfig, type BuiltImage } from '../helpers/image-builder.js';
+import { startRegistry, type RegistryServer, loopbackClient } from '../helpers/registry-server.js';
 
 const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 
@@ -30,28 +29,15 @@ function sentinelVariant(img: BuiltImage): BuiltImage {
   content.write('ZSTD-CHUNKED-SENTINEL', 1, 'latin1');
   content.fill(0xff, 148, 156);
   content.write('NOTTAR', 257, 'latin1');
-  const config = JSON.parse(img.config.toString());
-  config.rootfs.diff_ids = [sha(content), sha(Buffer.from('an unproven claim'))];
-  const cfg = Buffer.from(JSON.stringify(config));
-  const manifest = JSON.parse(img.manifest.toString());
-  manifest.config = { ...manifest.config, digest: sha(cfg), size: cfg.length };
-  manifest.layers = [{ mediaType: 'application/vnd.containers.zstd-chunked-sentinel', digest: sha(content), size: 512 }, ...manifest.layers];
-  const blobs = new Map(img.blobs);
-  blobs.set(sha(cfg), cfg);
-  blobs.set(sha(content), content);
-  return { ...img, config: cfg, manifest: Buffer.from(JSON.stringify(manifest)), blobs };
+  return withConfig(img, (c) => { c.rootfs.diff_ids = [sha(content), sha(Buffer.from('an unproven claim'))]; }, (m, blobs) => {
+    m.layers = [{ mediaType: 'application/vnd.containers.zstd-chunked-sentinel', digest: sha(content), size: 512 }, ...m.layers];
+    blobs.set(sha(content), content);
+  });
 }
 
 /** The same image with its config claiming another DiffID for the layer (the "two views" attack). */
 function withWrongDiffId(img: BuiltImage): BuiltImage {
-  const config = JSON.parse(img.config.toString());
-  config.rootfs.diff_ids[0] = sha(Buffer.from('not this layer'));
-  const cfg = Buffer.from(JSON.stringify(config));
-  const manifest = JSON.parse(img.manifest.toString());
-  manifest.config = { ...manifest.config, digest: sha(cfg), size: cfg.length };
-  const blobs = new Map(img.blobs);
-  blobs.set(sha(cfg), cfg);
-  return { ...img, config: cfg, manifest: Buffer.from(JSON.stringify(manifest)), blobs };
+  return withConfig(img, (c) => { c.rootfs.diff_ids[0] = sha(Buffer.from('not this layer')); });
 }
 
 describe('store: background fetch, outages and the DiffID proof', function () {
@@ -79,7 +65,7 @@ describe('store: background fetch, outages and the DiffID proof', function () {
     proxy = await startFaultProxy(registry.url);
     const tar = await buildLayerTar(work, 'l', files.map((f) => ({ ...f, type: 'file' as const })));
     image = await buildImage([{ tar, compression: 'zstd:chunked' }]);
-    const client = new RegistryClient({ registriesConf: new RegistriesConf(parseRegistriesConf(`[[registry]]\nlocation = "${proxy.host}"\ninsecure = true\n`, 't')) });
+    const client = loopbackClient(proxy.host);
     for (const name of ['fetched', 'outage', 'proven']) await pushImage(client, refOf(name), image);
     await pushImage(client, refOf('tampered'), withWrongDiffId(image));
     await pushImage(client, refOf('sentinel'), sentinelVariant(image));

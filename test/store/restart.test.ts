@@ -4,12 +4,11 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { RegistryClient, RegistriesConf, parseRegistriesConf } from '../../src/registry/index.js';
 import { runCli } from '../helpers/cli.js';
 import { startDaemon } from '../helpers/daemon.js';
 import { BLOB_PATH, startFaultProxy, type FaultProxy } from '../helpers/fault-proxy.js';
 import { buildImage, buildLayerTar, pushImage, type BuiltImage } from '../helpers/image-builder.js';
-import { startRegistry, type RegistryServer } from '../helpers/registry-server.js';
+import { startRegistry, type RegistryServer, loopbackClient } from '../helpers/registry-server.js';
 
 describe('store: persistent disk cache across daemon restarts', function () {
   this.timeout(180_000);
@@ -28,7 +27,7 @@ describe('store: persistent disk cache across daemon restarts', function () {
     image = await buildImage([{ tar, compression: 'zstd:chunked' }]);
     // Every read goes through the counting proxy: the image is named by the proxy's address.
     ref = `${proxy.host}/restart/test:v1`;
-    const client = new RegistryClient({ registriesConf: new RegistriesConf(parseRegistriesConf(`[[registry]]\nlocation = "${proxy.host}"\ninsecure = true\n`, 't')) });
+    const client = loopbackClient(proxy.host);
     await pushImage(client, ref, image);
     await client.close();
   });

@@ -5,10 +5,9 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { access, open, readdir, readFile, rmdir, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { RegistryClient, RegistriesConf, parseRegistriesConf } from '../../src/registry/index.js';
 import { startDaemon, type DaemonHandle } from '../helpers/daemon.js';
 import { buildImage, buildLayerTar, pushImage, type BuiltImage } from '../helpers/image-builder.js';
-import { startRegistry, type RegistryServer } from '../helpers/registry-server.js';
+import { startRegistry, type RegistryServer, loopbackClient } from '../helpers/registry-server.js';
 
 const b64 = (s: string) => Buffer.from(s).toString('base64');
 const errCode = (p: Promise<unknown>) => p.then(() => 'ok', (e: NodeJS.ErrnoException) => e.code);
@@ -30,7 +29,7 @@ describe('store: the additional layer store namespace on a real mount', function
   before(async () => {
     work = mkdtempSync(join(tmpdir(), 'tocfs-store-'));
     registry = await startRegistry({});
-    const client = new RegistryClient({ registriesConf: new RegistriesConf(parseRegistriesConf(`[[registry]]\nlocation = "${registry.host}"\ninsecure = true\n`, 'test')) });
+    const client = loopbackClient(registry.host);
     const tar = await buildLayerTar(work, 'l', [
       { path: 'etc/motd', type: 'file', data: 'hello\n' },
       { path: 'usr/lib/data.bin', type: 'file', data: Buffer.alloc(300_000, 7), uid: 7, gid: 8 },

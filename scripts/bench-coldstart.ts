@@ -115,13 +115,13 @@ class LinkDirection {
 }
 
 /** One HTTP request/response as seen by the proxy (no pipelining: one exchange at a time per connection). */
-export interface Exchange {
+interface Exchange {
   phase: string;
   conn: number;
   method: string;
   path: string;
   range: string | undefined;
-  /** ms since the proxy started: request reached the proxy (= left the client), response's last byte reached the client. */
+  /** performance.now() when the request reached the proxy (= left the client) and when the response's last byte reached the client. */
   sentAt: number;
   doneAt: number | undefined;
   status: number | undefined;
@@ -308,7 +308,7 @@ class ResponseTracker {
   }
 }
 
-export interface LinkProxy {
+interface LinkProxy {
   host: string;
   exchanges: Exchange[];
   /** Start counting into a new phase; returns its counters. */
@@ -317,7 +317,7 @@ export interface LinkProxy {
 }
 
 /** Start the shaped-link proxy in front of `upstreamPort` on 127.0.0.1. */
-export async function startLinkProxy(upstreamPort: number, latencyMs: number, mbit: number): Promise<LinkProxy> {
+async function startLinkProxy(upstreamPort: number, latencyMs: number, mbit: number): Promise<LinkProxy> {
   const bytesPerMs = mbit > 0 ? (mbit * 1e6) / 8 / 1000 : 0;
   const down = new LinkDirection(bytesPerMs);
   const up = new LinkDirection(bytesPerMs);
@@ -733,7 +733,7 @@ function report(results: SideResult[][], image: ImageSummary, proxy: LinkProxy, 
   console.log(`image: ${fmtMiB(total)} MiB in ${image.files.length} files (+ busybox), 3 layers; gzip layers ${fmtMiB(gz)} MiB, zstd:chunked layers ${fmtMiB(zc)} MiB`);
   console.log(`read: ${image.reads.length} files, ${fmtMiB(readBytes)} MiB = ${(100 * readBytes / total).toFixed(1)} % of the bytes (small ${byCat('small').length}, medium ${byCat('medium').length}, large ${byCat('large').length}); command: ${READ_COMMAND.join(' ')}`);
   console.log(`link: ${LATENCY_MS} ms one way (${2 * LATENCY_MS} ms round trip, +1 round trip per new connection), ${MBIT > 0 ? `${MBIT} Mbit/s shared` : 'no bandwidth cap'}; ${calibration}`);
-  console.log(`machine: ${cpus().length} CPUs; podman ${podmanVersion}; node ${process.version}; tocfs ${tocfsVersion}`);
+  console.log(`machine: ${cpus().length} CPUs; podman ${podmanVersion}; node ${process.version}; checkout at run time: ${tocfsVersion} (the compiled tocfs is whatever dist/ was built from)`);
   let ok = true;
   for (const [i, sides] of results.entries()) {
     console.log(`\nrun ${i + 1} of ${results.length}`);
@@ -774,7 +774,7 @@ function report(results: SideResult[][], image: ImageSummary, proxy: LinkProxy, 
 let podmanVersion = '?';
 let tocfsVersion = '?';
 
-/** The commit the compiled tocfs came from, and whether src/ had uncommitted changes (the numbers depend on it). */
+/** The checkout's commit and whether src/ has uncommitted changes (the numbers depend on the tocfs that was built). */
 async function describeCheckout(): Promise<string> {
   const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
   try {

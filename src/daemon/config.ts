@@ -23,6 +23,8 @@ export interface Config {
   backgroundFetch: boolean;
   /** Background batches in flight at once, over all layers. */
   backgroundConcurrency: number;
+  /** Compressed bytes per background request (consecutive chunks of many files). */
+  backgroundBatchBytes: number;
   /** Rebuild each layer's tar and compare it with the config DiffID: in the background, before use, or not. */
   diffidProof: 'background' | 'before-use' | 'off';
   /** A read whose data has not arrived within this bound fails with EIO (seconds). */
@@ -46,6 +48,7 @@ export function defaultConfig(): Config {
     logLevel: 'info',
     backgroundFetch: true,
     backgroundConcurrency: 2,
+    backgroundBatchBytes: 2 << 20,
     diffidProof: 'background',
     fetchTimeoutSeconds: 30,
     logFormat: 'auto',
@@ -104,6 +107,7 @@ export async function loadConfig(path: string | undefined): Promise<Config> {
         if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > 64) throw new ConfigError('CONFIG_INVALID', `${file}: background_concurrency must be a whole number from 1 to 64`);
         cfg.backgroundConcurrency = v;
         break;
+      case 'background_batch': cfg.backgroundBatchBytes = Math.max(4096, parseSize(v, k, file)); break;
       case 'diffid_proof': {
         const p = str();
         if (!['background', 'before-use', 'off'].includes(p)) throw new ConfigError('CONFIG_INVALID', `${file}: diffid_proof must be "background", "before-use" or "off"`);
@@ -134,7 +138,7 @@ export async function loadConfig(path: string | undefined): Promise<Config> {
         break;
       }
       default:
-        throw new ConfigError('CONFIG_INVALID', `${file}: unknown key "${k}" (known: mountpoint, root, memory_cache, disk_cache, cache_dir, readahead, background_fetch, background_concurrency, diffid_proof, fetch_timeout, metrics_listen, registries_conf, log_level, log_format)`);
+        throw new ConfigError('CONFIG_INVALID', `${file}: unknown key "${k}" (known: mountpoint, root, memory_cache, disk_cache, cache_dir, readahead, background_fetch, background_concurrency, background_batch, diffid_proof, fetch_timeout, metrics_listen, registries_conf, log_level, log_format)`);
     }
   }
   return cfg;

@@ -30,10 +30,16 @@ export function storageConfLine(mountpoint: string): string {
 
 /** Wire config → logger → caches → registry → store → FUSE, and mount. */
 export async function startDaemon(cfg: Config, logger: Logger = createLogger(cfg.logLevel, cfg.logFormat)): Promise<Daemon> {
-  await mkdir(cfg.mountpoint, { recursive: true });
+  // A daemon killed with SIGKILL leaves its mount behind (ENOTCONN): the FUSE session clears it when it mounts.
+  await mkdir(cfg.mountpoint, { recursive: true }).catch((err: NodeJS.ErrnoException) => {
+    if (err.code !== 'ENOTCONN') throw err;
+  });
   await mkdir(cfg.root, { recursive: true });
   const client = new RegistryClient({
     logger: logger.child({ component: 'registry' }),
+    // Chunks of neighbouring files are separated only by their tar headers' frames: fetch them as one range
+    // (design §3: gaps up to ~64 KiB), instead of one part per file in a multipart answer.
+    blobReader: { coalesceGapBytes: 64 << 10 },
     // A configured registries.conf replaces the system's, drop-ins included (so tests and sandboxes are hermetic).
     ...(cfg.registriesConf ? { registriesConfPaths: { path: cfg.registriesConf, dropInDir: `${cfg.registriesConf}.d` } } : {}),
   });
@@ -49,7 +55,9 @@ export async function startDaemon(cfg: Config, logger: Logger = createLogger(cfg
   const resolver = new Resolver({
     client, cache, blobDir: join(cfg.root, 'blobs'), readaheadBytes: cfg.readaheadBytes,
     logger: logger.child({ component: 'store' }),
-    scheduler: new BackgroundScheduler(cfg.backgroundConcurrency),
+    scheduler: new BackgroundScheduler(cfg.backgroundConcurrency, {
+      batchBytes: cfg.backgroundBatchBytes, busyBatchBytes: Math.min(256 << 10, cfg.backgroundBatchBytes),
+    }),
     backgroundFetch: cfg.backgroundFetch, proof: cfg.diffidProof, accessDir: join(cfg.root, 'access'),
     fetchTimeoutMs: cfg.fetchTimeoutSeconds * 1000, onFetch: metrics.onFetch,
   });

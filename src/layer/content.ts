@@ -48,6 +48,7 @@ const MAX_CHUNK_DEFAULT = 512 << 20;
 
 /** A chunk some reader waits for, and how to hand it over. */
 interface Pending {
+  node: number;
   chunk: ChunkView;
   resolve: (b: Buffer) => void;
   reject: (e: unknown) => void;
@@ -118,12 +119,12 @@ export class LayerContent {
    * memory cache. Chunks already on disk, in memory or in flight are skipped. Resolves to the compressed bytes
    * fetched; rejects when the fetch fails (the caller retries later).
    */
-  async fetchToDisk(node: number, indices: readonly number[]): Promise<number> {
+  async fetchToDisk(wanted: readonly { node: number; index: number }[]): Promise<number> {
     const disk = this.cache.disk;
     const items: Pending[] = [];
     const waits: Promise<unknown>[] = [];
-    for (const i of indices) {
-      const c = this.tree.chunk(node, i);
+    for (const { node, index } of wanted) {
+      const c = this.tree.chunk(node, index);
       if (c.zeros || disk?.has(c.digest) || this.cache.get(c.digest)) continue;
       const inflight = this.cache.pending(c.digest);
       if (inflight) {
@@ -134,13 +135,18 @@ export class LayerContent {
       let reject!: (e: unknown) => void;
       const p = new Promise<Buffer>((res, rej) => { resolve = res; reject = rej; });
       p.catch(() => {});
-      items.push({ chunk: c, resolve, reject, background: true });
+      items.push({ node, chunk: c, resolve, reject, background: true });
       waits.push(this.cache.track(c.digest, p));
     }
     const before = this.stats.fetchedBytes;
-    if (items.length > 0) await this.fetch(node, items);
+    if (items.length > 0) await this.fetch(items);
     await Promise.all(waits);
     return this.stats.fetchedBytes - before;
+  }
+
+  /** In memory or on disk (no hit counted). */
+  isLocal(digest: string): boolean {
+    return this.cache.isLocal(digest);
   }
 
   private readaheadAfter(node: number, last: number): number[] {
@@ -165,7 +171,7 @@ export class LayerContent {
       let resolve!: (b: Buffer) => void;
       let reject!: (e: unknown) => void;
       const p = new Promise<Buffer>((res, rej) => { resolve = res; reject = rej; });
-      toFetch.push({ chunk: c, resolve, reject });
+      toFetch.push({ node, chunk: c, resolve, reject });
       return this.cache.track(c.digest, p);
     };
     for (const i of wanted) {
@@ -186,12 +192,12 @@ export class LayerContent {
       const c = this.tree.chunk(node, i);
       if (!this.cache.has(c.digest)) schedule(c).catch(() => { /* readahead failures surface when read */ });
     }
-    if (toFetch.length > 0) void this.fill(node, toFetch);
+    if (toFetch.length > 0) void this.fill(toFetch);
     return results;
   }
 
   /** Misses: the disk cache first (each chunk re-verified there), then one batched fetch for the rest. */
-  private async fill(node: number, batch: Pending[]): Promise<void> {
+  private async fill(batch: Pending[]): Promise<void> {
     const disk = this.cache.disk;
     let rest = batch;
     if (disk) {
@@ -208,13 +214,14 @@ export class LayerContent {
         }
       });
     }
-    if (rest.length > 0) await this.fetch(node, rest);
+    if (rest.length > 0) await this.fetch(rest);
   }
 
-  private async fetch(node: number, batch: Pending[]): Promise<void> {
+  /** One request for a batch of chunks (of any files of this layer); each waiter gets its verified chunk or an error. */
+  private async fetch(batch: Pending[]): Promise<void> {
     const tooBig = batch.filter((b) => b.chunk.size > this.maxChunk);
     for (const b of tooBig) {
-      b.reject(this.error(node, b.chunk, `chunk of ${b.chunk.size} bytes exceeds the ${this.maxChunk}-byte in-memory limit`));
+      b.reject(this.error(b.node, b.chunk, `chunk of ${b.chunk.size} bytes exceeds the ${this.maxChunk}-byte in-memory limit`));
     }
     const items = batch.filter((b) => b.chunk.size <= this.maxChunk);
     if (items.length === 0) return;
@@ -230,7 +237,7 @@ export class LayerContent {
       ok = true;
     } catch (err) {
       const why = signal.aborted ? `the registry did not deliver within ${this.timeoutMs / 1000} s` : `fetch failed: ${(err as Error).message}`;
-      for (const b of items) b.reject(this.error(node, b.chunk, why, err));
+      for (const b of items) b.reject(this.error(b.node, b.chunk, why, err));
       return;
     } finally {
       if (!background) {
@@ -246,7 +253,7 @@ export class LayerContent {
       this.stats.fetchedBytes += compressed.length;
       try {
         if (compressed.length !== b.chunk.end - b.chunk.start) throw new Error(`source returned ${compressed.length} bytes for ${b.chunk.end - b.chunk.start}`);
-        const data = verifyChunkBytes(this.where(node, b.chunk), b.chunk, compressed);
+        const data = verifyChunkBytes(this.where(b.node, b.chunk), b.chunk, compressed);
         if (!b.background) this.cache.set(b.chunk.digest, data);
         const write = this.cache.disk?.put(b.chunk.digest, data);
         if (write && b.background) {
@@ -257,7 +264,7 @@ export class LayerContent {
         }
       } catch (err) {
         this.stats.verifyFailures++;
-        b.reject(this.error(node, b.chunk, (err as Error).message, err));
+        b.reject(this.error(b.node, b.chunk, (err as Error).message, err));
       }
     });
     // Background fetches are done when their chunks are on disk (a layer is "fully local" only then).

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { open as openFile, type FileHandle } from 'node:fs/promises';
 import {
   Errno, makedev, type Attr, type AttrReply, type DirSink, type Entry, type OpenReply, type Operations,
@@ -68,6 +69,11 @@ export interface StoreOptions {
   storeTtl?: number;
   /** TTL (s) of entries inside `diff/`: layers are immutable. */
   layerTtl?: number;
+  /**
+   * The mount lives in a user namespace (rootless: the daemon runs under `podman unshare`). Root there is the
+   * unprivileged user, whose overlay mounts use `userxattr` and ask as namespace root. Default: detected.
+   */
+  userNamespace?: boolean;
 }
 
 /** Layer tree inodes: (slot + 1) · 2^32 + node, far above the store's own inode numbers. */
@@ -89,10 +95,12 @@ export class LayerStore implements Operations {
   private readonly storeTtl: number;
   private readonly layerTtl: number;
   private readonly blobHandles = new Map<string, Promise<FileHandle>>();
+  private readonly userNamespace: boolean;
 
   constructor(private readonly opts: StoreOptions) {
     this.storeTtl = opts.storeTtl ?? 1;
     this.layerTtl = opts.layerTtl ?? 3600;
+    this.userNamespace = opts.userNamespace ?? inUserNamespace();
   }
 
   /** What every layer directory podman has looked up is doing, for `tocfs status` and metrics. */
@@ -376,7 +384,8 @@ export class LayerStore implements Operations {
   // ---- xattrs ----
 
   getxattr(ino: number, name: string, ctx: RequestContext): Buffer {
-    const v = ino < SLOT_SPAN || !visibleXattr(name, ctx) ? undefined : this.tree(ino).xattrsOf(ino % SLOT_SPAN)?.get(name);
+    const visible = ino >= SLOT_SPAN && visibleXattr(name, ctx, this.userNamespace);
+    const v = visible ? this.tree(ino).xattrsOf(ino % SLOT_SPAN)?.get(name) : undefined;
     if (v !== undefined) return v;
     // `ls -l` asks every file for its SELinux label and POSIX ACLs, and the kernel does not cache "no such
     // attribute". "Not supported" makes ls stop asking for the whole mount (it was 95k round trips for 50k files).
@@ -387,7 +396,7 @@ export class LayerStore implements Operations {
 
   listxattr(ino: number, ctx: RequestContext): string[] {
     if (ino < SLOT_SPAN) return [];
-    return [...(this.tree(ino).xattrsOf(ino % SLOT_SPAN)?.keys() ?? [])].filter((n) => visibleXattr(n, ctx));
+    return [...(this.tree(ino).xattrsOf(ino % SLOT_SPAN)?.keys() ?? [])].filter((n) => visibleXattr(n, ctx, this.userNamespace));
   }
 
   // ---- the use/release protocol and the rest ----
@@ -432,9 +441,20 @@ export class LayerStore implements Operations {
  * `user.overlay.*` (our synthetic opaque marker) is for rootless overlay mounts (`userxattr`), which ask as the
  * unprivileged mounter. Rootful overlay asks as root, reads `trusted.overlay.*` and hides only those from
  * containers: serving `user.overlay.opaque` to root would show containers an xattr a normal pull does not have.
+ * In a user namespace, root is the unprivileged mounter (rootless podman's overlay asks as uid 0 there), and
+ * every overlay uses `userxattr`, which hides `user.overlay.*` from containers itself.
  */
-function visibleXattr(name: string, ctx: RequestContext): boolean {
-  return !(name.startsWith('user.overlay.') && ctx.uid === 0);
+function visibleXattr(name: string, ctx: RequestContext, userNamespace: boolean): boolean {
+  return !(name.startsWith('user.overlay.') && ctx.uid === 0 && !userNamespace);
+}
+
+/** Whether this process runs in a user namespace other than the initial one (whose uid map is the identity). */
+function inUserNamespace(): boolean {
+  try {
+    return readFileSync('/proc/self/uid_map', 'utf8').trim().split(/\s+/).join(' ') !== '0 0 4294967295';
+  } catch {
+    return false;
+  }
 }
 
 /** The directory name podman uses for a reference: standard base64 with padding. */

@@ -68,17 +68,21 @@ const LOG_DIR = process.env.BENCH_LOG_DIR;
 interface Variant {
   label: string;
   toml: string;
+  /** Restart tocfs over the previous variant's state directory (its disk cache and first-read order). */
+  warm?: boolean;
 }
 
 /**
  * BENCH_TOCFS_VARIANTS: tocfs configurations, each measured against the same normal pull, separated by ';'; a
- * variant is "default" (tocfs as shipped) or TOML assignments separated by ',', e.g.
- * "default;background_fetch=false,diffid_proof='off'".
+ * variant is "default" (tocfs as shipped), "warm" (tocfs restarted over the previous variant's state directory: its
+ * disk cache and first-read order, with fresh podman storage), or TOML assignments separated by ',', e.g.
+ * "default;warm;background_fetch=false,diffid_proof='off'".
  */
 function parseVariants(raw: string | undefined): Variant[] {
   if (raw === undefined || raw.trim() === '') return [{ label: 'default config', toml: '' }];
   return raw.split(';').map((v) => v.trim()).filter((v) => v !== '').map((v) => {
     if (v === 'default') return { label: 'default config', toml: '' };
+    if (v === 'warm') return { label: 'warm cache (restarted over the previous state dir)', toml: '', warm: true };
     const lines = v.split(',').map((l) => l.trim()).filter((l) => l !== '');
     for (const l of lines) {
       if (!/^[a-z_]+\s*=\s*\S/.test(l)) {
@@ -884,9 +888,11 @@ async function main(): Promise<number> {
         await plain.cleanup();
         proxy.phase('idle');
       }
+      let previousDir: string | undefined;
       for (const [v, variant] of VARIANTS.entries()) {
         await dropCaches();
-        const dir = join(work, `tocfs-${run}-${v}`);
+        const dir = variant.warm && previousDir ? previousDir : join(work, `tocfs-${run}-${v}`);
+        previousDir = dir;
         const daemon: DaemonHandle = await startDaemon(dir, { insecureHosts: [proxy.host], extraConfig: variant.toml });
         const lazy = new Podman(join(dir, 'podman'), { als: daemon.mountpoint, insecureHosts: [proxy.host] });
         try {

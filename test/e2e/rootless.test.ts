@@ -154,7 +154,9 @@ describe('e2e: rootless podman 4.3.1 through tocfs running in `podman unshare`',
           return false;
         }
       }) ?? 0;
-      if (daemonPid) return;
+      // The mount line alone is not enough: after a SIGKILL the stale mount has the same line. The daemon logs
+      // "tocfs store mounted" once its own mount is up and its signal handlers are installed.
+      if (daemonPid && daemonLog.includes('"msg":"tocfs store mounted"')) return;
       if (child.exitCode !== null || Date.now() > deadline) {
         throw new Error(`tocfs mount did not come up under ${enter.join(' ')}:\n${daemonLog}`);
       }

@@ -39,7 +39,8 @@ export async function startDaemon(work: string, opts: { insecureHosts?: string[]
   child.stderr!.on('data', (d) => { log += d; });
   const exited = new Promise<void>((r) => child.once('exit', () => r()));
   const deadline = Date.now() + 30_000;
-  while (!mounted(mountpoint)) {
+  // A stale mount left by a killed daemon has the same /proc/mounts line: also wait for the daemon to say it is up.
+  while (!mounted(mountpoint) || !log.includes('"msg":"tocfs store mounted"')) {
     if (child.exitCode !== null || Date.now() > deadline) {
       child.kill('SIGKILL');
       throw new Error(`tocfs mount did not come up:\n${log}`);

@@ -120,12 +120,12 @@ export class LayerContent {
    * fetched; rejects when the fetch fails (the caller retries later).
    */
   async fetchToDisk(wanted: readonly { node: number; index: number }[]): Promise<number> {
-    const disk = this.cache.disk;
     const items: Pending[] = [];
     const waits: Promise<unknown>[] = [];
     for (const { node, index } of wanted) {
       const c = this.tree.chunk(node, index);
-      if (c.zeros || disk?.has(c.digest) || this.cache.get(c.digest)) continue;
+      // isLocal, not get: background bookkeeping must not count as cache hits in status and metrics.
+      if (c.zeros || this.cache.isLocal(c.digest)) continue;
       const inflight = this.cache.pending(c.digest);
       if (inflight) {
         waits.push(inflight.catch(() => undefined));

@@ -104,13 +104,13 @@ const TOC_ANNOTATION = 'io.github.containers.zstd-chunked.manifest-checksum';
 export class Resolver {
   private readonly images: LRUCache<string, Promise<ImageState>>;
   private readonly layers = new Map<string, Promise<LayerData>>();
-  private readonly failures = new LRUCache<string, NotServable>({ max: 4096, ttl: 30_000 });
+  private readonly failures: LRUCache<string, NotServable>;
   /** The latest failures, newest last (bounded). */
   readonly recentFailures: ResolveFailure[] = [];
 
   constructor(private readonly opts: ResolverOptions) {
     this.images = new LRUCache({ max: 256, ttl: 10 * 60_000 });
-    if (opts.failureTtlMs !== undefined) this.failures = new LRUCache({ max: 4096, ttl: Math.max(1, opts.failureTtlMs) });
+    this.failures = new LRUCache({ max: 4096, ttl: Math.max(1, opts.failureTtlMs ?? 30_000) });
   }
 
   /** Forget remembered failures (new credentials arrived: what failed may work now). */

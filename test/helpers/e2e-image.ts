@@ -1,3 +1,4 @@
+import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import type { TreeItem } from './image-builder.js';
@@ -41,3 +42,14 @@ export function topLayer(): TreeItem[] {
   ];
 }
 
+
+/** What a container must see of baseLayer + topLayer (lines of snapshotTree): the overlay effects of layer 2. */
+export function assertLayerEffects(tree: readonly string[]): void {
+  assert.ok(tree.some((l) => l.startsWith('data/dev/null char')), 'device present');
+  assert.ok(!tree.some((l) => l.startsWith('data/gone.txt')), 'whiteout applied');
+  assert.ok(!tree.some((l) => l.startsWith('data/old/a.txt')), 'opaque dir applied');
+  assert.ok(tree.some((l) => l.startsWith('data/x.txt') && l.includes('user.comment')), 'xattrs served');
+}
+
+/** The container command that hashes every file of the image (the run comparison of the e2e suites). */
+export const HASH_ALL_FILES = ['sh', '-c', 'find /data /bin /etc/passwd -type f | sort | xargs sha256sum'];

@@ -22,7 +22,8 @@
 // Environment: BENCH_IMAGE_MIB, BENCH_LATENCY_MS, BENCH_MBIT (0 = no cap), BENCH_READ_FRACTION, BENCH_READERS
 // (default 1: parallel readers in the container), BENCH_TOCFS_VARIANTS (tocfs configurations to compare, see
 // parseVariants), BENCH_RUNS (default 1: all sides repeated with fresh state against the same images),
-// BENCH_LOG_DIR (write the proxy's request log and the daemon logs there), BENCH_TIMEOUT_S (default 900).
+// BENCH_LOG_DIR (write the proxy's request log and the daemon logs there), BENCH_TIMEOUT_S (default 900),
+// BENCH_NORMAL=skip (tocfs variants only, no ratio), BENCH_DAEMON_NODE_OPTIONS (NODE_OPTIONS of the daemon).
 import { execFile, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync, writeSync } from 'node:fs';
@@ -33,6 +34,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { parseRegistriesConf, RegistriesConf, RegistryClient } from '../src/registry/index.js';
+import { CLI } from '../test/helpers/cli.js';
 import { startDaemon, type DaemonHandle } from '../test/helpers/daemon.js';
 import { buildImage, pushImage, type BuiltImage } from '../test/helpers/image-builder.js';
 import { Podman } from '../test/helpers/podman.js';
@@ -63,6 +65,10 @@ const READERS = envNumber('BENCH_READERS', 1, (v) => Number.isInteger(v) && v >=
 const RUNS = envNumber('BENCH_RUNS', 1, (v) => Number.isInteger(v) && v >= 1 && v <= 10, 'a run count between 1 and 10');
 const TIMEOUT_S = envNumber('BENCH_TIMEOUT_S', 900, (v) => v >= 60, 'a timeout of at least 60 s');
 const LOG_DIR = process.env.BENCH_LOG_DIR;
+/** `skip`: measure the tocfs variants only (for iterating on tocfs; no ratio is printed). */
+const SKIP_NORMAL = process.env.BENCH_NORMAL === 'skip';
+/** NODE_OPTIONS for the daemon only, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof" to profile it. */
+const DAEMON_NODE_OPTIONS = process.env.BENCH_DAEMON_NODE_OPTIONS;
 
 /** A tocfs configuration to compare: a label and extra lines for the daemon's config file. */
 interface Variant {
@@ -70,18 +76,25 @@ interface Variant {
   toml: string;
   /** Restart tocfs over the previous variant's state directory (its disk cache and first-read order). */
   warm?: boolean;
+  /**
+   * Serve a copy of the image whose layers carry a prefetch hint: the files the previous variant's daemon saw
+   * read first (`tocfs reads`), written by `tocfs convert --prefetch`. Fresh state, as cold as `default`.
+   */
+  hinted?: boolean;
 }
 
 /**
  * BENCH_TOCFS_VARIANTS: tocfs configurations, each measured against the same normal pull, separated by ';'; a
  * variant is "default" (tocfs as shipped), "warm" (tocfs restarted over the previous variant's state directory: its
- * disk cache and first-read order, with fresh podman storage), or TOML assignments separated by ',', e.g.
- * "default;warm;background_fetch=false,diffid_proof='off'".
+ * disk cache and first-read order, with fresh podman storage), "hinted" (a cold start of the image converted with
+ * `tocfs convert --prefetch` from what the previous variant's daemon saw read, see Variant.hinted), or TOML
+ * assignments separated by ',', e.g. "default;warm;background_fetch=false,diffid_proof='off'".
+ * The default is "default;hinted".
  */
 function parseVariants(raw: string | undefined): Variant[] {
-  if (raw === undefined || raw.trim() === '') return [{ label: 'default config', toml: '' }];
-  return raw.split(';').map((v) => v.trim()).filter((v) => v !== '').map((v) => {
+  return (raw === undefined || raw.trim() === '' ? 'default;hinted' : raw).split(';').map((v) => v.trim()).filter((v) => v !== '').map((v) => {
     if (v === 'default') return { label: 'default config', toml: '' };
+    if (v === 'hinted') return { label: 'image with a prefetch hint (tocfs convert --prefetch), cold', toml: '', hinted: true };
     if (v === 'warm') return { label: 'warm cache (restarted over the previous state dir)', toml: '', warm: true };
     const lines = v.split(',').map((l) => l.trim()).filter((l) => l !== '');
     for (const l of lines) {
@@ -747,14 +760,16 @@ function report(results: SideResult[][], image: ImageSummary, proxy: LinkProxy, 
       const reqs = (phase: string) => proxy.exchanges.filter((e) => e.phase === phase).length;
       console.log(`| ${r.side} | ${fmtS(r.pullS)} | ${fmtS(r.runS)} | ${fmtS(r.pullS + r.runS)} | ${fmtMiB(r.pull.down + r.run.down)} (${fmtMiB(r.pull.down)} + ${fmtMiB(r.run.down)}) | ${reqs(r.pull.name) + reqs(r.run.name)} (${reqs(r.pull.name)} + ${reqs(r.run.name)}) | ${fmtS(r.runExitS)} | ${r.load} |`);
     }
-    const normal = sides[0]!;
-    const checks: [string, boolean][] = [
+    const normal = SKIP_NORMAL ? undefined : sides[0]!;
+    const checks: [string, boolean][] = normal ? [
       ['normal (gzip): output = expected hashes', sortedLines(normal.output) === image.expected],
       ['normal (gzip): pulled without the store', normal.alsLayers === 0],
-    ];
-    for (const tocfs of sides.slice(1)) {
-      const ratio = (normal.pullS + normal.runS) / (tocfs.pullS + tocfs.runS);
-      console.log(`\nratio normal / ${tocfs.side} (total time): ${ratio.toFixed(2)}× (goal ≥ 5×); bytes from registry until the workload was done: ${(100 * (tocfs.pull.down + tocfs.run.down) / (normal.pull.down + normal.run.down)).toFixed(1)} % of normal${tocfs.after.down > 0 ? ` (+ ${fmtMiB(tocfs.after.down)} MiB afterwards, in the background, until the daemon was stopped)` : ''}`);
+    ] : [];
+    for (const tocfs of sides.slice(normal ? 1 : 0)) {
+      if (normal) {
+        const ratio = (normal.pullS + normal.runS) / (tocfs.pullS + tocfs.runS);
+        console.log(`\nratio normal / ${tocfs.side} (total time): ${ratio.toFixed(2)}× (goal ≥ 5×); bytes from registry until the workload was done: ${(100 * (tocfs.pull.down + tocfs.run.down) / (normal.pull.down + normal.run.down)).toFixed(1)} % of normal${tocfs.after.down > 0 ? ` (+ ${fmtMiB(tocfs.after.down)} MiB afterwards, in the background, until the daemon was stopped)` : ''}`);
+      }
       checks.push([`${tocfs.side}: output = expected hashes`, sortedLines(tocfs.output) === image.expected]);
       checks.push([`${tocfs.side}: all 3 layers served from the store (no fallback pull)`, tocfs.alsLayers === 3]);
     }
@@ -881,7 +896,7 @@ async function main(): Promise<number> {
       const sides: SideResult[] = [];
       await dropCaches();
       const plain = new Podman(join(work, `podman-normal-${run}`), { insecureHosts: [proxy.host] });
-      try {
+      if (!SKIP_NORMAL) try {
         say(`run ${run}: normal pull of the gzip image + podman run`);
         sides.push(await runSide('normal (gzip)', `normal${run}`, plain, `${proxy.host}/bench/gzip:v1`, proxy));
       } finally {
@@ -889,15 +904,30 @@ async function main(): Promise<number> {
         proxy.phase('idle');
       }
       let previousDir: string | undefined;
+      let previousReads: string | undefined;
       for (const [v, variant] of VARIANTS.entries()) {
+        let tag = 'v1';
+        if (variant.hinted) {
+          if (previousReads === undefined) throw new Error('bench:coldstart: the "hinted" variant needs a variant before it (its daemon records what the workload reads)');
+          tag = `hinted${run}`;
+          const list = join(work, `reads-${run}-${v}.txt`);
+          writeFileSync(list, previousReads);
+          // What a user does: tocfs reads <ref> > list; tocfs convert --prefetch list (straight to the registry).
+          const out = await execFileP(process.execPath, [CLI, 'convert', '--insecure', '--prefetch', list,
+            `docker://${registry.host}/bench/chunked:v1`, `docker://${registry.host}/bench/chunked:${tag}`], { maxBuffer: 16 << 20 });
+          say(`converted with a prefetch hint of ${previousReads.split('\n').filter((l) => l).length} paths: ${out.stdout.split('\n').find((l) => l.startsWith('prefetch hint')) ?? ''}`);
+        }
         await dropCaches();
         const dir = variant.warm && previousDir ? previousDir : join(work, `tocfs-${run}-${v}`);
         previousDir = dir;
-        const daemon: DaemonHandle = await startDaemon(dir, { insecureHosts: [proxy.host], extraConfig: variant.toml });
+        const daemon: DaemonHandle = await startDaemon(dir, {
+          insecureHosts: [proxy.host], extraConfig: variant.toml, ...(DAEMON_NODE_OPTIONS ? { env: { NODE_OPTIONS: DAEMON_NODE_OPTIONS } } : {}),
+        });
         const lazy = new Podman(join(dir, 'podman'), { als: daemon.mountpoint, insecureHosts: [proxy.host] });
         try {
           say(`run ${run}: podman through tocfs (${variant.label}) of the zstd:chunked image + podman run`);
-          sides.push(await runSide(`tocfs (zstd:chunked), ${variant.label}`, `tocfs${run}.${v}`, lazy, `${proxy.host}/bench/chunked:v1`, proxy));
+          sides.push(await runSide(`tocfs (zstd:chunked), ${variant.label}`, `tocfs${run}.${v}`, lazy, `${proxy.host}/bench/chunked:${tag}`, proxy));
+          previousReads = (await execFileP(process.execPath, [CLI, 'reads', '--root', daemon.root, `${proxy.host}/bench/chunked:${tag}`])).stdout;
         } finally {
           await lazy.cleanup();
           await daemon.stop();

@@ -1,3 +1,4 @@
+import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import {
   convertImage, ociDestination, ociSource, parseImageLocation, registryDestination, registrySource, tarSource,
@@ -32,18 +33,21 @@ export function registerConvert(program: Command): void {
     .option('--registries-conf <file>', 'registries.conf to use instead of the system one')
     .option('--insecure', 'talk plain HTTP (or unverified TLS) to the registries named in <src> and <dst>')
     .option('--level <n>', 'zstd compression level (1-19)', (v) => Number(v), 3)
+    .option('--prefetch <file>', 'paths a container reads first, one per line (e.g. from `tocfs reads <ref>`); '
+      + 'tocfs fetches them first when it serves the image ("-" reads standard input)')
     .option('--json', 'print the result as JSON')
-    .action(async (src: string, dst: string, opts: { level: number; json?: boolean } & RegistryFlags) => {
+    .action(async (src: string, dst: string, opts: { level: number; json?: boolean; prefetch?: string } & RegistryFlags) => {
       if (!Number.isInteger(opts.level) || opts.level < 1 || opts.level > 19) {
         throw new ConvertError('BAD_OPTION', `--level ${opts.level}: use a whole number from 1 to 19`);
       }
+      const prefetch = opts.prefetch === undefined ? undefined : await readPathList(opts.prefetch);
       const progress = new ProgressLine();
       const from = parseImageLocation(src);
       const to = parseImageLocation(dst);
       let client: RegistryClient | undefined;
       const lazyClient = () => (client ??= registryClientFor(opts, [from, to].flatMap((l) => (l.transport === 'docker' ? [l.ref] : []))));
       const report = await convertImage(sourceFor(from, lazyClient), await destinationFor(to, lazyClient), {
-        level: opts.level,
+        level: opts.level, ...(prefetch ? { prefetch } : {}),
         onProgress: (p) => progress.update(`layer ${p.layer}/${p.layers} ${p.digest.slice(7, 19)}: ${mib(p.read)} of ${mib(p.total)}`, p.read),
       }).finally(async () => {
         progress.done();
@@ -56,6 +60,36 @@ export function registerConvert(program: Command): void {
       for (const l of report.layers) {
         process.stdout.write(`${l.converted ? 'converted' : 'kept     '} ${l.from} → ${l.to} (${l.size} bytes, TOC ${l.tocDigest})\n`);
       }
+      if (report.prefetch) {
+        const { hinted, missing } = report.prefetch;
+        process.stdout.write(`prefetch hint: ${hinted.reduce((a, b) => a + b, 0)} paths (per layer: ${hinted.join(', ')})\n`);
+        if (missing.length > 0) {
+          process.stderr.write(`tocfs convert: ${missing.length} path(s) of ${opts.prefetch} are no regular file of any layer and were left out: `
+            + `${missing.slice(0, 5).join(', ')}${missing.length > 5 ? ', …' : ''}\n`);
+        }
+      }
       process.stdout.write(`manifest ${report.manifestDigest}\n`);
     });
+}
+
+/** A list of absolute paths, one per line; blank lines and # comments are skipped. */
+async function readPathList(file: string): Promise<string[]> {
+  let text: string;
+  try {
+    text = file === '-' ? await readStdin() : await readFile(file, 'utf8');
+  } catch (err) {
+    throw new ConvertError('BAD_OPTION', `--prefetch ${file}: cannot read it (${(err as Error).message})`);
+  }
+  const paths = text.split('\n').map((l) => l.trim()).filter((l) => l !== '' && !l.startsWith('#'));
+  const relative = paths.find((p) => !p.startsWith('/'));
+  if (relative !== undefined) {
+    throw new ConvertError('BAD_OPTION', `--prefetch ${file}: "${relative}" is not an absolute path; list paths as a container sees them, e.g. /usr/bin/python3`);
+  }
+  return paths;
+}
+
+async function readStdin(): Promise<string> {
+  const parts: Buffer[] = [];
+  for await (const b of process.stdin) parts.push(b as Buffer);
+  return Buffer.concat(parts).toString('utf8');
 }

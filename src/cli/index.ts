@@ -4,7 +4,7 @@ import { registerConvert } from './convert.js';
 import { registerInspect } from './inspect.js';
 import { registerMount } from './mount.js';
 import { registerGc } from './gc.js';
-import { registerAuthHelper, registerStatus } from './status.js';
+import { registerAuthHelper, registerReads, registerStatus } from './status.js';
 
 /** Build the `tocfs` command tree. Each subcommand lives in its own module and is registered here. */
 export function buildProgram(): Command {
@@ -19,6 +19,7 @@ export function buildProgram(): Command {
   registerMount(program);
   registerGc(program);
   registerStatus(program);
+  registerReads(program);
   registerAuthHelper(program);
   return program;
 }

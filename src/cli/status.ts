@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { join } from 'node:path';
 import { callControl, loadConfig, type DaemonStatus } from '../daemon/index.js';
+import type { LayerReads } from '../store/index.js';
 import { TocfsError } from '../util/index.js';
 import { mib } from './progress.js';
 
@@ -25,7 +26,7 @@ function render(s: DaemonStatus): string {
   for (const l of s.layers) {
     lines.push(`${l.ref}  ${l.key} (${l.generation === 'toc' ? 'TOC digest, podman ≥ 5.1' : 'blob digest'})`);
     lines.push(`  zstd:chunked, TOC ${l.tocDigest}, ${l.entries} entries, ${mib(l.compressedSize)} compressed / ${mib(l.diffSize)} tar`);
-    lines.push(`  local ${mib(l.localBytes)} of ${mib(l.contentBytes)} (${l.localPercent}%), fetched ${mib(l.fetchedBytes)}, served ${mib(l.servedBytes)}; background ${l.background}; DiffID proof ${l.proof}; in use ${l.uses}`);
+    lines.push(`  local ${mib(l.localBytes)} of ${mib(l.contentBytes)} (${l.localPercent}%), fetched ${mib(l.fetchedBytes)}, served ${mib(l.servedBytes)}; background ${l.background}${l.hintedFiles ? ` (${l.hintedFiles} hinted files first)` : ''}; DiffID proof ${l.proof}; in use ${l.uses}`);
     if (l.verifyFailures) lines.push(`  ${l.verifyFailures} chunk verification failures`);
     if (l.quarantined) lines.push(`  ${l.quarantined}`);
   }
@@ -62,5 +63,33 @@ export function registerAuthHelper(program: Command): void {
       for await (const c of process.stdin) chunks.push(c as Buffer);
       const r = await callControl(await socketPath(opts), 'POST', '/credentials', Buffer.concat(chunks).toString('utf8'));
       if (r.status !== 200) throw new TocfsError('DAEMON_ERROR', `the daemon refused the credentials (${r.status}): ${r.body}`);
+    });
+}
+
+export function registerReads(program: Command): void {
+  program
+    .command('reads')
+    .description('the files containers read first from the layers the daemon serves, in that order; '
+      + 'feed them to `tocfs convert --prefetch` so every node fetches them first')
+    .argument('[ref]', 'only the layers looked up for this image reference (as podman names it, e.g. registry.example/app:1)')
+    .option('--root <dir>', 'state directory of the daemon (default /var/lib/tocfs)')
+    .option('--config <file>', 'config file (default /etc/tocfs/config.toml, if present)')
+    .option('--socket <path>', 'control socket (default <root>/tocfs.sock, or $TOCFS_SOCKET)')
+    .option('--json', 'print the reads per layer as JSON')
+    .action(async (ref: string | undefined, opts: { root?: string; config?: string; socket?: string; json?: boolean }) => {
+      const r = await callControl(await socketPath(opts), 'GET', '/reads');
+      if (r.status !== 200) throw new TocfsError('DAEMON_ERROR', `the daemon answered ${r.status}: ${r.body}`);
+      const all = JSON.parse(r.body) as LayerReads[];
+      const layers = ref === undefined ? all : all.filter((l) => l.ref === ref);
+      if (ref !== undefined && layers.length === 0) {
+        const known = [...new Set(all.map((l) => l.ref))];
+        throw new TocfsError('NO_SUCH_IMAGE', `the daemon has served no layer of ${ref}${known.length ? `; it knows ${known.join(', ')}` : ''}`);
+      }
+      if (opts.json) {
+        process.stdout.write(JSON.stringify(layers, null, 2) + '\n');
+        return;
+      }
+      const seen = new Set<string>();
+      for (const l of layers) for (const p of l.paths) if (!seen.has(p)) { seen.add(p); process.stdout.write(`${p}\n`); }
     });
 }

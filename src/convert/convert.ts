@@ -4,7 +4,10 @@ import { stat } from 'node:fs/promises';
 import { Readable, Transform } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 import { DecompressStream } from 'zstd-napi';
-import { layerKind, writeZstdChunked } from '../format/index.js';
+import {
+  ANNOTATION_PREFETCH, buildLayerToc, decodeToc, decompressFrames, formatPrefetchHint, layerKind, MAX_TOC_SIZE,
+  parseChunkedAnnotations, writeZstdChunked,
+} from '../format/index.js';
 import { parseDigest, sha256Digest, TocfsError, type Digest } from '../util/index.js';
 import { hostArch, OciLayout, type BlobWriter } from './oci-layout.js';
 import {
@@ -66,6 +69,11 @@ export interface LayerProgress {
 
 export interface ConvertOptions {
   level?: number;
+  /**
+   * Paths a container of the image reads first (absolute, in that order): each becomes part of the prefetch hint
+   * of the topmost layer that has it as a regular file (format/prefetch.ts). Replaces hints the source had.
+   */
+  prefetch?: readonly string[];
   onProgress?: (p: LayerProgress) => void;
 }
 
@@ -83,6 +91,8 @@ export interface ConvertReport {
   manifestDigest: Digest;
   configDigest: Digest;
   layers: ConvertedLayer[];
+  /** With `prefetch`: paths hinted per layer, and the paths no layer has as a regular file. */
+  prefetch?: { hinted: number[]; missing: string[] };
 }
 
 /** Convert every layer of an image to zstd:chunked; the config (and so the DiffIDs and image ID) is unchanged. */
@@ -95,17 +105,20 @@ export async function convertImage(src: ImageSource, dst: ImageDestination, opts
   }
   const layers: ConvertedLayer[] = [];
   const newLayers: Descriptor[] = [];
+  const files: Set<string>[] = [];
   for (const [i, desc] of manifest.layers.entries()) {
     const progress = (read: number) => opts.onProgress?.({ layer: i + 1, layers: manifest.layers.length, digest: desc.digest, read, total: desc.size });
     const done = layerKind(desc.annotations) === 'zstd:chunked'
-      ? await copyLayer(src, dst, desc, progress)
+      ? await copyLayer(src, dst, desc, progress, opts.prefetch !== undefined)
       : await convertLayer(src, dst, desc, opts.level, progress);
+    files.push(new Set(done.regularFiles));
     if (done.layer.diffID !== diffIDs[i]) {
       throw new ConvertError('DIFFID_MISMATCH', `${src.name}: layer ${i + 1} (${desc.digest}) uncompresses to ${done.layer.diffID}, but the config says ${diffIDs[i]}`);
     }
     layers.push(done.layer);
     newLayers.push(done.descriptor);
   }
+  const prefetch = opts.prefetch ? placeHints(opts.prefetch, files, newLayers) : undefined;
   const configDigest = await dst.putBlob(configRaw);
   const out: ImageManifest = {
     schemaVersion: 2,
@@ -115,7 +128,34 @@ export async function convertImage(src: ImageSource, dst: ImageDestination, opts
     ...(manifest.annotations ? { annotations: manifest.annotations } : {}),
   };
   const manifestDigest = await dst.putManifest(Buffer.from(JSON.stringify(out)), MEDIA_OCI_MANIFEST);
-  return { manifestDigest, configDigest, layers };
+  return { manifestDigest, configDigest, layers, ...(prefetch ? { prefetch } : {}) };
+}
+
+/**
+ * Give each path to the topmost layer that has it as a regular file (the copy a container reads) and write the
+ * layers' prefetch hints; order is kept within each layer.
+ */
+function placeHints(paths: readonly string[], files: Set<string>[], layers: Descriptor[]): { hinted: number[]; missing: string[] } {
+  const perLayer: string[][] = layers.map(() => []);
+  const missing: string[] = [];
+  for (const raw of paths) {
+    const path = raw.startsWith('/') ? raw : `/${raw}`;
+    let placed = false;
+    for (let i = layers.length - 1; i >= 0 && !placed; i--) {
+      if (files[i]!.has(path)) {
+        perLayer[i]!.push(path);
+        placed = true;
+      }
+    }
+    if (!placed) missing.push(raw);
+  }
+  layers.forEach((desc, i) => {
+    const annotations = { ...desc.annotations };
+    delete annotations[ANNOTATION_PREFETCH];
+    if (perLayer[i]!.length > 0) annotations[ANNOTATION_PREFETCH] = formatPrefetchHint(perLayer[i]!);
+    desc.annotations = annotations;
+  });
+  return { hinted: perLayer.map((l) => new Set(l).size), missing };
 }
 
 /** Hash a compressed stream as it passes, so the source blob is verified against its descriptor. */
@@ -165,6 +205,7 @@ async function convertLayer(src: ImageSource, dst: ImageDestination, desc: Descr
     return {
       layer: { from: desc.digest, to: digest, size, diffID: result.diffID, tocDigest: result.tocDigest, converted: true },
       descriptor: { mediaType: MEDIA_LAYER_ZSTD, digest, size, annotations: result.annotations } as Descriptor,
+      regularFiles: result.regularFiles,
     };
   } catch (err) {
     await writer.abort();
@@ -172,22 +213,43 @@ async function convertLayer(src: ImageSource, dst: ImageDestination, desc: Descr
   }
 }
 
-async function copyLayer(src: ImageSource, dst: ImageDestination, desc: Descriptor, onRead: (n: number) => void) {
+async function copyLayer(src: ImageSource, dst: ImageDestination, desc: Descriptor, onRead: (n: number) => void, wantFiles: boolean) {
   const writer = await dst.createBlobWriter();
   const diff = createHash('sha256');
   try {
-    const [tee1, tee2] = teeCopy(verifying(src.openBlob(desc), desc, src.name, onRead), writer);
+    // The TOC passes by anyway: keep its bytes when the layer's file list is wanted (for prefetch hints).
+    const tocAt = wantFiles ? parseChunkedAnnotations(desc.annotations).toc : undefined;
+    const tocZ = tocAt ? Buffer.alloc(tocAt.compressed) : undefined;
+    const blob = verifying(src.openBlob(desc), desc, src.name, onRead);
+    const [tee1, tee2] = teeCopy(tocAt && tocZ ? capture(blob, tocAt.offset, tocZ) : blob, writer);
     for await (const b of uncompressed(tee1)) diff.update(b);
     await tee2;
     const { digest, size } = await writer.commit();
     const tocDigest = desc.annotations?.['io.github.containers.zstd-chunked.manifest-checksum'] ?? '';
+    const regularFiles = tocAt && tocZ
+      ? buildLayerToc(decodeToc(decompressFrames(tocZ, MAX_TOC_SIZE, `TOC of ${desc.digest}`).toString('utf8')), tocDigest as Digest, tocAt.offset - 8)
+        .files.filter((f) => f.type === 'reg').map((f) => f.path)
+      : [];
     return {
       layer: { from: desc.digest, to: digest, size, diffID: `sha256:${diff.digest('hex')}` as Digest, tocDigest, converted: false },
       descriptor: { ...desc } as Descriptor,
+      regularFiles,
     };
   } catch (err) {
     await writer.abort();
     throw err;
+  }
+}
+
+/** Pass a stream through, copying the bytes at [offset, offset + into.length) into `into`. */
+async function* capture(src: AsyncIterable<Uint8Array>, offset: number, into: Buffer): AsyncGenerator<Uint8Array> {
+  let pos = 0;
+  for await (const b of src) {
+    const from = Math.max(offset, pos);
+    const to = Math.min(offset + into.length, pos + b.length);
+    if (from < to) into.set(b.subarray(from - pos, to - pos), from - offset);
+    pos += b.length;
+    yield b;
   }
 }
 

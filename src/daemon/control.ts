@@ -2,7 +2,7 @@ import { chmod, rm } from 'node:fs/promises';
 import { createServer, request, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import type { CredentialStore } from '../registry/index.js';
-import type { LayerStatus, ResolveFailure } from '../store/index.js';
+import type { LayerReads, LayerStatus, ResolveFailure } from '../store/index.js';
 import { TocfsError } from '../util/index.js';
 
 /** What `tocfs status` shows. */
@@ -21,6 +21,8 @@ export interface DaemonStatus {
 
 export interface ControlDeps {
   status(): DaemonStatus;
+  /** First-read order per layer (GET /reads, for `tocfs reads`). */
+  reads?(): LayerReads[];
   credentials: CredentialStore;
   /** Called after credentials arrived (lookups that failed for lack of them may now succeed). */
   onCredentials?: () => void;
@@ -31,7 +33,7 @@ const MAX_BODY = 1 << 20;
 
 /**
  * The control socket: a small HTTP API on a Unix socket only root can open (mode 0600). GET /status for
- * `tocfs status`; POST /credentials for `tocfs auth-helper` (podman's JSON, forwarded as is).
+ * `tocfs status`; GET /reads for `tocfs reads`; POST /credentials for `tocfs auth-helper` (podman's JSON, forwarded as is).
  */
 export async function startControl(path: string, deps: ControlDeps): Promise<Server> {
   await rm(path, { force: true }); // a socket left by a dead daemon
@@ -54,6 +56,7 @@ function reply(res: ServerResponse, code: number, body: unknown): void {
 
 async function handle(req: IncomingMessage, res: ServerResponse, deps: ControlDeps): Promise<void> {
   if (req.method === 'GET' && req.url === '/status') return reply(res, 200, deps.status());
+  if (req.method === 'GET' && req.url === '/reads' && deps.reads) return reply(res, 200, deps.reads());
   if (req.method === 'POST' && req.url === '/credentials') {
     const chunks: Buffer[] = [];
     let size = 0;

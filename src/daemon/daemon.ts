@@ -52,17 +52,20 @@ export async function startDaemon(cfg: Config, logger: Logger = createLogger(cfg
   const cache = new ChunkCache(cfg.memoryCacheBytes, disk);
   let status: () => DaemonStatus = () => { throw new Error('not started'); };
   const metrics = new Metrics(() => status());
+  // The scheduler watches the session's request count (the session exists only after the resolver).
+  let session: FuseSession | undefined;
   const resolver = new Resolver({
     client, cache, blobDir: join(cfg.root, 'blobs'), readaheadBytes: cfg.readaheadBytes,
     logger: logger.child({ component: 'store' }),
     scheduler: new BackgroundScheduler(cfg.backgroundConcurrency, {
       batchBytes: cfg.backgroundBatchBytes, busyBatchBytes: Math.min(256 << 10, cfg.backgroundBatchBytes),
+      activity: () => session?.stats.requests ?? 0,
     }),
-    backgroundFetch: cfg.backgroundFetch, proof: cfg.diffidProof, accessDir: join(cfg.root, 'access'),
+    backgroundFetch: cfg.backgroundFetch, proof: cfg.diffidProof, accessDir: join(cfg.root, 'access'), proofDir: join(cfg.root, 'proven'),
     fetchTimeoutMs: cfg.fetchTimeoutSeconds * 1000, onFetch: metrics.onFetch,
   });
   const store = new LayerStore({ resolver, logger: logger.child({ component: 'store' }) });
-  const session = await FuseSession.mount(cfg.mountpoint, cfg.metricsListen ? metrics.instrument(store) : store, {
+  session = await FuseSession.mount(cfg.mountpoint, cfg.metricsListen ? metrics.instrument(store) : store, {
     subtype: 'tocfs', fsname: 'tocfs', allowOther: true, logger: logger.child({ component: 'fuse' }),
   });
   const startedAt = new Date().toISOString();
@@ -75,7 +78,7 @@ export async function startDaemon(cfg: Config, logger: Logger = createLogger(cfg
     registryErrors: resolver.recentFailures,
     fuse: { requests: session.stats.requests, errors: session.stats.errors, inFlight: session.stats.inFlight },
   });
-  const servers: Server[] = [await startControl(join(cfg.root, 'tocfs.sock'), { status, credentials: client.credentials, onCredentials: () => resolver.clearFailures(), logger: logger.child({ component: 'control' }) })];
+  const servers: Server[] = [await startControl(join(cfg.root, 'tocfs.sock'), { status, reads: () => store.reads(), credentials: client.credentials, onCredentials: () => resolver.clearFailures(), logger: logger.child({ component: 'control' }) })];
   if (cfg.metricsListen) {
     servers.push(await metrics.listen(cfg.metricsListen));
     logger.info({ address: cfg.metricsListen }, 'metrics served at /metrics');

@@ -5,7 +5,7 @@ import { formatError } from './errors.js';
 import { goQuote } from './gojson.js';
 import { entryFromHeader, type TocEntry } from './metadata.js';
 import { goClean } from './paths.js';
-import { blockPadding, isValidUtf8, readTar } from './tar.js';
+import { blockPadding, isValidUtf8, readEntryHeader } from './tar.js';
 
 /** One line of tar-split (vbatts/tar-split storage.Entry). */
 export type TarSplitEntry =
@@ -89,8 +89,29 @@ export function decodeTarSplit(text: string): TarSplitEntry[] {
 
 function decodeB64(v: unknown, line: number): Buffer | null {
   if (v === null || v === undefined) return null;
-  if (typeof v !== 'string' || !/^[A-Za-z0-9+/]*={0,2}$/.test(v) || v.length % 4 !== 0) throw tsError(line, 'payload is not base64');
+  if (typeof v !== 'string' || !isStdBase64(v)) throw tsError(line, 'payload is not base64');
   return Buffer.from(v, 'base64');
+}
+
+/** [A-Za-z0-9+/]: the standard base64 alphabet. */
+const B64 = new Uint8Array(128);
+for (const c of 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/') B64[c.charCodeAt(0)] = 1;
+
+/**
+ * Padded standard base64 (what Go's encoding/json writes for []byte): a length divisible by 4, alphabet
+ * characters, then at most two '='. A loop, not a regular expression: every tar-split line goes through it
+ * while podman waits for the lookup.
+ */
+function isStdBase64(v: string): boolean {
+  if (v.length % 4 !== 0) return false;
+  let end = v.length;
+  if (end > 0 && v.charCodeAt(end - 1) === 0x3d) end--;
+  if (end > 0 && v.charCodeAt(end - 1) === 0x3d) end--;
+  for (let i = 0; i < end; i++) {
+    const c = v.charCodeAt(i);
+    if (c >= 128 || B64[c] === 0) return false;
+  }
+  return true;
 }
 
 /** Uncompressed tar size: all segment bytes plus all file sizes (c/storage's tarSizeFromTarSplit). */
@@ -123,11 +144,9 @@ export async function headersFromTarSplit(entries: readonly TarSplitEntry[]): Pr
     const bytes = e.payload.subarray(pendingPadding);
     pendingPadding = 0;
     try {
-      for await (const ev of readTar([bytes])) {
-        if (ev.kind === 'entry') out.push(entryFromHeader(ev.header));
-        else if (ev.kind === 'end') ended = true;
-        break;
-      }
+      const header = readEntryHeader(bytes, 0);
+      if (header) out.push(entryFromHeader(header));
+      else ended = true;
     } catch (err) {
       // Name the tar-split, not "the tar": the bytes came from the layer's tar-split, not from an input tar.
       throw formatError('TARSPLIT_INVALID', `tar-split segment ${out.length + 1} holds no valid tar header: ${(err as Error).message}`, err);

@@ -30,6 +30,8 @@ export interface WriterResult {
   /** TOC entries that are not chunks, and chunk entries beyond each file's first. */
   entries: number;
   chunkEntries: number;
+  /** The layer's regular files (cleaned absolute paths), e.g. to place prefetch hints. */
+  regularFiles: string[];
 }
 
 export type BlobSink = (chunk: Buffer) => void | Promise<void>;
@@ -257,8 +259,9 @@ async function finishBlob(
   // Never write a layer our own reader would refuse (names climbing out, 64-bit uids, years past 9999…): say
   // so now, naming the entry, rather than produce a blob that fails when it is served.
   let tocJson: Buffer;
+  let regularFiles: string[];
   try {
-    buildLayerToc({ version: 1, entries }, tarSplitDigest, out.pos);
+    regularFiles = buildLayerToc({ version: 1, entries }, tarSplitDigest, out.pos).files.filter((f) => f.type === 'reg').map((f) => f.path);
     tocJson = Buffer.from(encodeToc({ version: 1, entries, tarSplitDigest }));
   } catch (err) {
     throw formatError('TAR_UNSUPPORTED', `the tar cannot become a servable zstd:chunked layer: ${(err as Error).message}`, err);
@@ -279,6 +282,6 @@ async function finishBlob(
   return {
     annotations: formatChunkedAnnotations({ tocDigest, toc, tarSplit: ts }),
     blobDigest: out.digest(), blobSize: out.pos, ...diff, tocDigest,
-    entries: entries.length - chunkEntries, chunkEntries,
+    entries: entries.length - chunkEntries, chunkEntries, regularFiles,
   };
 }

@@ -70,16 +70,26 @@ export function decompressFrames(
   what: string,
   mode: 'atMost' | 'exact' | 'prefix' = 'atMost',
 ): Buffer {
-  const dctx = new binding.DCtx();
+  // One decoder context for every call (calls are synchronous, so never shared at once): creating a context per
+  // chunk, and copying every output piece twice, cost more than the decompression itself on small chunks.
+  const dctx = sharedDCtx();
+  dctx.reset(binding.ResetDirective.sessionOnly);
+  // With an exact size (chunks), the output is written straight into the result; a few bytes of scratch past it
+  // only detect a frame that holds more than declared. Otherwise (TOC, tar-split: an upper bound only) it is
+  // collected in pieces, so a huge bound never becomes a huge allocation.
+  const direct = mode !== 'atMost';
+  const result = direct ? Buffer.allocUnsafe(maxOutput) : undefined;
+  const piece = direct ? SCRATCH : Buffer.allocUnsafe(Math.min(Math.max(maxOutput, 1), 4 << 20));
   const chunks: Buffer[] = [];
   let total = 0;
   let input = src;
-  const out = Buffer.allocUnsafe(Math.min(Math.max(maxOutput, 1), 4 << 20));
   let inFrame = false;
+  const window = (): Buffer => (result && total < maxOutput ? result.subarray(total) : piece);
   const step = (): { ret: number; produced: number } => {
     let ret: number;
     let produced: number;
     let consumed: number;
+    const out = window();
     try {
       [ret, produced, consumed] = dctx.decompressStream(out, input);
     } catch (err) {
@@ -90,6 +100,15 @@ export function decompressFrames(
     }
     input = input.subarray(consumed);
     inFrame = ret !== 0;
+    if (produced > 0) {
+      if (out === piece && (result || total + produced > maxOutput)) {
+        throw formatError('ZSTD_INVALID', mode === 'prefix'
+          ? `${what}: the frame holds more than the declared ${maxOutput} bytes`
+          : `${what}: decompresses to more than the declared ${maxOutput} bytes`);
+      }
+      if (!result) chunks.push(Buffer.from(piece.subarray(0, produced)));
+      total += produced;
+    }
     return { ret, produced };
   };
   while (input.length > 0) {
@@ -99,21 +118,12 @@ export function decompressFrames(
       input = input.subarray(8 + len);
       continue;
     }
-    const { produced } = step();
-    if (produced > 0) {
-      if (total + produced > maxOutput) {
-        throw formatError('ZSTD_INVALID', `${what}: decompresses to more than the declared ${maxOutput} bytes`);
-      }
-      total += produced;
-      chunks.push(Buffer.from(out.subarray(0, produced)));
-    }
+    step();
     if (mode === 'prefix' && total === maxOutput) {
       // Drive the frame to its end (checksum included); it must not produce another byte.
       while (inFrame) {
         if (input.length === 0) break;
-        if (step().produced > 0) {
-          throw formatError('ZSTD_INVALID', `${what}: the frame holds more than the declared ${maxOutput} bytes`);
-        }
+        step(); // any byte more throws
       }
       break;
     }
@@ -122,7 +132,17 @@ export function decompressFrames(
   if (mode !== 'atMost' && total !== maxOutput) {
     throw formatError('ZSTD_INVALID', `${what}: decompresses to ${total} bytes, expected ${maxOutput}`);
   }
+  if (result) return result;
   return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, total);
+}
+
+/** Output room past an exactly sized result: any byte landing here means the data holds more than declared. */
+const SCRATCH = Buffer.allocUnsafe(64);
+let dctxShared: InstanceType<typeof binding.DCtx> | undefined;
+
+function sharedDCtx(): InstanceType<typeof binding.DCtx> {
+  dctxShared ??= new binding.DCtx();
+  return dctxShared;
 }
 
 function isSkippable(b: Uint8Array): boolean {

@@ -45,6 +45,8 @@ export interface ContentStats {
 }
 
 const MAX_CHUNK_DEFAULT = 512 << 20;
+/** Uncompressed bytes processed between yields to the event loop (which also serves FUSE requests). */
+const YIELD_BYTES = 512 << 10;
 
 /** A chunk some reader waits for, and how to hand it over. */
 interface Pending {
@@ -115,11 +117,12 @@ export class LayerContent {
   }
 
   /**
-   * Background fetch: make these chunks of `node` local (verified, in the disk cache) without touching the
-   * memory cache. Chunks already on disk, in memory or in flight are skipped. Resolves to the compressed bytes
-   * fetched; rejects when the fetch fails (the caller retries later).
+   * Background fetch: make these chunks local (verified, in the disk cache) without touching the memory cache.
+   * Chunks already on disk, in memory or in flight are skipped. Resolves once the chunks are verified (readers
+   * get them from the disk cache's write queue from then on) with the compressed bytes fetched and a promise
+   * for their arrival on disk; rejects when the fetch fails (the caller retries later).
    */
-  async fetchToDisk(wanted: readonly { node: number; index: number }[]): Promise<number> {
+  async fetchToDisk(wanted: readonly { node: number; index: number }[]): Promise<{ bytes: number; written: Promise<void> }> {
     const items: Pending[] = [];
     const waits: Promise<unknown>[] = [];
     for (const { node, index } of wanted) {
@@ -139,9 +142,14 @@ export class LayerContent {
       waits.push(this.cache.track(c.digest, p));
     }
     const before = this.stats.fetchedBytes;
-    if (items.length > 0) await this.fetch(items);
+    const writes = items.length > 0 ? await this.fetch(items) : [];
     await Promise.all(waits);
-    return this.stats.fetchedBytes - before;
+    return { bytes: this.stats.fetchedBytes - before, written: Promise.all(writes).then(() => undefined) };
+  }
+
+  /** Verified bytes queued for the disk cache and not written yet. */
+  get pendingDiskBytes(): number {
+    return this.cache.disk?.pendingBytes ?? 0;
   }
 
   /** In memory or on disk (no hit counted). */
@@ -217,14 +225,17 @@ export class LayerContent {
     if (rest.length > 0) await this.fetch(rest);
   }
 
-  /** One request for a batch of chunks (of any files of this layer); each waiter gets its verified chunk or an error. */
-  private async fetch(batch: Pending[]): Promise<void> {
+  /**
+   * One request for a batch of chunks (of any files of this layer); each waiter gets its verified chunk or an
+   * error. Returns the disk writes of background chunks still under way.
+   */
+  private async fetch(batch: Pending[]): Promise<Promise<void>[]> {
     const tooBig = batch.filter((b) => b.chunk.size > this.maxChunk);
     for (const b of tooBig) {
       b.reject(this.error(b.node, b.chunk, `chunk of ${b.chunk.size} bytes exceeds the ${this.maxChunk}-byte in-memory limit`));
     }
     const items = batch.filter((b) => b.chunk.size <= this.maxChunk);
-    if (items.length === 0) return;
+    if (items.length === 0) return [];
     let buffers: Buffer[];
     const signal = AbortSignal.timeout(this.timeoutMs);
     const background = items.every((b) => b.background);
@@ -238,7 +249,7 @@ export class LayerContent {
     } catch (err) {
       const why = signal.aborted ? `the registry did not deliver within ${this.timeoutMs / 1000} s` : `fetch failed: ${(err as Error).message}`;
       for (const b of items) b.reject(this.error(b.node, b.chunk, why, err));
-      return;
+      return [];
     } finally {
       if (!background) {
         this.foreground--;
@@ -248,7 +259,14 @@ export class LayerContent {
       this.opts.onFetch?.(Number(process.hrtime.bigint() - t0) / 1e9, bytes, ok, background);
     }
     const writes: Promise<void>[] = [];
-    items.forEach((b, k) => {
+    let sinceYield = 0;
+    for (const [k, b] of items.entries()) {
+      // Decompressing and hashing a 2 MiB batch is ~10 ms of CPU: let waiting FUSE requests in between chunks.
+      if (sinceYield >= YIELD_BYTES) {
+        sinceYield = 0;
+        await new Promise((r) => setImmediate(r));
+      }
+      sinceYield += b.chunk.size;
       const compressed = buffers[k]!;
       this.stats.fetchedBytes += compressed.length;
       try {
@@ -256,19 +274,16 @@ export class LayerContent {
         const data = verifyChunkBytes(this.where(b.node, b.chunk), b.chunk, compressed);
         if (!b.background) this.cache.set(b.chunk.digest, data);
         const write = this.cache.disk?.put(b.chunk.digest, data);
-        if (write && b.background) {
-          // Stay "in flight" until the chunk is on disk: a reader arriving meanwhile must wait, not refetch.
-          writes.push(write.then(() => b.resolve(data)));
-        } else {
-          b.resolve(data);
-        }
+        // Until the write is done, the disk cache serves the chunk from its queue (a reader never refetches it).
+        if (write && b.background) writes.push(write);
+        b.resolve(data);
       } catch (err) {
         this.stats.verifyFailures++;
         b.reject(this.error(b.node, b.chunk, (err as Error).message, err));
       }
-    });
+    }
     // Background fetches are done when their chunks are on disk (a layer is "fully local" only then).
-    await Promise.all(writes);
+    return writes;
   }
 
   /** Verify a zero chunk's digest; undefined stands for "zeros" (read() makes the slice it needs). */

@@ -20,15 +20,19 @@ export function nodeAt(tree: LayerTree, path: string): number | undefined {
 /**
  * The DiffID proof (design.md §5): rebuild the layer's tar from its tar-split and the verified contents served
  * by `content`, and hash it. Equal to the config's DiffID means the TOC view podman mounts and the tar view
- * every other tool sees are the same layer.
+ * every other tool sees are the same layer. `pace` is awaited before every piece (see BackgroundScheduler.slot).
  */
-export async function rebuildDiffId(tree: LayerTree, content: LayerContent, tarSplit: readonly TarSplitEntry[]): Promise<{ diffID: Digest; size: number }> {
+export async function rebuildDiffId(
+  tree: LayerTree, content: LayerContent, tarSplit: readonly TarSplitEntry[], pace?: () => Promise<void>,
+): Promise<{ diffID: Digest; size: number }> {
   return rebuildTar(tarSplit, (name, size) => {
     const path = cleanAbsPath(name);
     const node = nodeAt(tree, path);
     if (node === undefined) throw new Error(`the tar-split names "${name}", which is not in the layer tree`);
     return (async function* () {
       for (let off = 0; off < size; off += PIECE) {
+        // Hashing a layer takes seconds of CPU: step aside whenever a container uses the store.
+        if (pace) await pace();
         for (const b of await content.read(node, off, Math.min(PIECE, size - off), undefined, true)) yield b;
       }
     })();

@@ -35,6 +35,14 @@ export interface StoreLogger {
 }
 
 /** One line of `tocfs status`. */
+/** One layer's files in the order containers first read them. */
+export interface LayerReads {
+  ref: string;
+  blobDigest: string;
+  tocDigest: string;
+  paths: string[];
+}
+
 export interface LayerStatus {
   ref: string;
   key: string;
@@ -56,6 +64,8 @@ export interface LayerStatus {
   servedBytes: number;
   verifyFailures: number;
   background: string;
+  /** Files of the layer's prefetch hint (tocfs convert --prefetch) found in its tree. */
+  hintedFiles: number;
   proof: string;
   proofDetail?: string;
   uses: number;
@@ -103,6 +113,22 @@ export class LayerStore implements Operations {
     this.userNamespace = opts.userNamespace ?? inUserNamespace();
   }
 
+  /**
+   * The recorded first-read order of every layer looked up (once per blob, whichever key generation found it),
+   * for `tocfs reads` → `tocfs convert --prefetch`.
+   */
+  reads(): LayerReads[] {
+    const seen = new Set<string>();
+    const out: LayerReads[] = [];
+    for (const dir of this.slots) {
+      const { data } = dir;
+      if (seen.has(data.descriptor.digest)) continue;
+      seen.add(data.descriptor.digest);
+      out.push({ ref: dir.refName, blobDigest: data.descriptor.digest, tocDigest: data.layer.toc.tocDigest, paths: data.firstReads() });
+    }
+    return out;
+  }
+
   /** What every layer directory podman has looked up is doing, for `tocfs status` and metrics. */
   status(): LayerStatus[] {
     return this.slots.map((dir) => {
@@ -131,7 +157,7 @@ export class LayerStore implements Operations {
         localPercent: total === 0 ? 100 : Math.round((local / total) * 1000) / 10,
         fetchedBytes: data.content.stats.fetchedBytes, servedBytes: data.content.stats.servedBytes,
         verifyFailures: data.content.stats.verifyFailures,
-        background: data.prefetcher?.progress.state ?? 'off', proof: data.proof.state,
+        background: data.prefetcher?.progress.state ?? 'off', hintedFiles: data.hintedFiles, proof: data.proof.state,
         ...(data.proof.detail ? { proofDetail: data.proof.detail } : {}),
         uses: dir.uses, ...(data.quarantined ? { quarantined: data.quarantined } : {}),
       };

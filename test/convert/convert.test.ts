@@ -22,8 +22,8 @@ async function makeTar(dir: string, name: string, files: Record<string, Buffer>)
 }
 
 /** An OCI layout of two gzip layers, built by hand as an image builder would. */
-function makeGzipLayout(dir: string, tars: string[]): { diffIDs: string[] } {
-  const layout = join(dir, 'src-layout');
+function makeGzipLayout(dir: string, tars: string[], name = 'src-layout'): { diffIDs: string[] } {
+  const layout = join(dir, name);
   mkdirSync(join(layout, 'blobs', 'sha256'), { recursive: true });
   const put = (b: Buffer) => { const d = sha(b); writeFileSync(join(layout, 'blobs', 'sha256', d.slice(7)), b); return d; };
   const diffIDs: string[] = [];
@@ -98,6 +98,38 @@ describe('convert: images to zstd:chunked', () => {
     assert.equal(r.code, 0, r.stderr);
     const report = JSON.parse(r.stdout);
     assert.ok(report.layers.every((l: { converted: boolean; from: string; to: string }) => !l.converted && l.from === l.to));
+  });
+
+  it('writes prefetch hints: each listed path on the topmost layer that has it, for converted and for kept layers', async () => {
+    const a = await makeTar(tmp, 'ha', { 'etc/hostname': Buffer.from('a\n'), 'usr/bin/tool': randomBytes(50_000) });
+    const b = await makeTar(tmp, 'hb', { 'etc/hostname': Buffer.from('b\n'), 'etc/motd': Buffer.from('hi\n') });
+    makeGzipLayout(tmp, [a, b], 'hint-src');
+    const list = join(tmp, 'prefetch.txt');
+    writeFileSync(list, '# what the app reads first\n/usr/bin/tool\n/etc/hostname\n\n/no/such/file\n/etc/motd\n/usr/bin/tool\n/etc\n');
+    const out = join(tmp, 'hinted');
+    for (const [src, tag] of [[`oci:${join(tmp, 'hint-src')}:v1`, 'converted'], [`oci:${out}:converted`, 'kept']] as const) {
+      const r = await runCli(['convert', src, `oci:${out}:${tag}`, '--prefetch', list]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, /prefetch hint: 3 paths \(per layer: 1, 2\)/);
+      assert.match(r.stderr, /2 path\(s\) of .*prefetch\.txt are no regular file of any layer and were left out: \/no\/such\/file, \/etc/);
+      const { manifest } = await new OciLayout(out).readImage(tag);
+      const hint = (i: number): unknown => JSON.parse(manifest.layers[i]!.annotations!['io.github.tocfs.prefetch']!);
+      assert.deepEqual(hint(0), ['/usr/bin/tool']);
+      assert.deepEqual(hint(1), ['/etc/hostname', '/etc/motd'], 'the upper layer has the copy a container reads');
+    }
+    // Without --prefetch, a kept layer keeps its hint; the layers themselves are never rewritten for it.
+    const again = await runCli(['convert', `oci:${out}:kept`, `oci:${out}:again`, '--json']);
+    assert.equal(again.code, 0, again.stderr);
+    const { manifest } = await new OciLayout(out).readImage('again');
+    assert.ok(manifest.layers[1]!.annotations!['io.github.tocfs.prefetch']);
+  });
+
+  it('refuses a relative path in the prefetch list, naming it and the file', async () => {
+    const list = join(tmp, 'relative.txt');
+    writeFileSync(list, '/etc/motd\nusr/bin/tool\n');
+    const r = await runCli(['convert', `oci:${join(tmp, 'hint-src')}:v1`, `oci:${join(tmp, 'nope')}`, '--prefetch', list]);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /--prefetch .*relative\.txt: "usr\/bin\/tool" is not an absolute path/);
   });
 
   it('names the layer when a source blob does not match its digest', async () => {

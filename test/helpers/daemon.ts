@@ -22,7 +22,7 @@ function mounted(mountpoint: string): boolean {
  * Run `tocfs mount` as its own process (as a user would), with the test registries marked insecure, and wait
  * until the mount answers. stop() sends SIGTERM and makes sure nothing stays mounted.
  */
-export async function startDaemon(work: string, opts: { insecureHosts?: string[]; extraConfig?: string } = {}): Promise<DaemonHandle> {
+export async function startDaemon(work: string, opts: { insecureHosts?: string[]; extraConfig?: string; env?: Record<string, string> } = {}): Promise<DaemonHandle> {
   const mountpoint = join(work, 'store');
   const root = join(work, 'state');
   mkdirSync(mountpoint, { recursive: true });
@@ -32,7 +32,7 @@ export async function startDaemon(work: string, opts: { insecureHosts?: string[]
   writeFileSync(cfg, `registries_conf = "${regConf}"\nlog_level = "debug"\n${opts.extraConfig ?? ''}`);
   // As bin/tocfs.cjs does: the thread pool size must be in the environment before the process starts.
   const child: ChildProcess = spawn(process.execPath, [CLI, 'mount', mountpoint, '--root', root, '--config', cfg], {
-    stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, UV_THREADPOOL_SIZE: '16' },
+    stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, UV_THREADPOOL_SIZE: '16', ...opts.env },
   });
   let log = '';
   child.stdout!.on('data', (d) => { log += d; });

@@ -24,6 +24,34 @@ describe('layer: disk cache', () => {
     assert.equal(c2.stats.hits, 1);
   });
 
+  it('serves a chunk while it is being written, and writes it once when put twice', async () => {
+    const a = randomBytes(50_000);
+    const c = new DiskCache(dir, 1 << 20);
+    await c.load();
+    const first = c.put(digestOf(a), a);
+    const second = c.put(digestOf(a), a);
+    assert.ok(c.has(digestOf(a)), 'known as soon as it is queued');
+    assert.equal(c.pendingBytes, a.length);
+    assert.ok((await c.get(digestOf(a)))!.equals(a), 'served from the write queue');
+    await Promise.all([first, second]);
+    assert.equal(c.stats.writes, 1);
+    assert.equal(c.pendingBytes, 0);
+    assert.ok(readFileSync(join(dir, 'sha256', digestOf(a).slice(7, 9), digestOf(a).slice(7))).equals(a));
+  });
+
+  it('turns a file torn by a crash (written in place, without fsync) into a miss after a restart', async () => {
+    const a = randomBytes(20_000);
+    const c1 = new DiskCache(dir, 1 << 20);
+    await c1.put(digestOf(a), a);
+    const file = join(dir, 'sha256', digestOf(a).slice(7, 9), digestOf(a).slice(7));
+    writeFileSync(file, a.subarray(0, 4096)); // what a crash mid-write leaves
+    const c2 = new DiskCache(dir, 1 << 20);
+    await c2.load();
+    assert.equal(await c2.get(digestOf(a)), undefined);
+    assert.equal(c2.stats.corrupt, 1);
+    assert.ok(!existsSync(file));
+  });
+
   it('turns a corrupted file into a miss and removes it, never returning its bytes', async () => {
     const a = randomBytes(5000);
     const c = new DiskCache(dir, 1 << 20);

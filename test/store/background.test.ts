@@ -36,6 +36,14 @@ function sentinelVariant(img: BuiltImage): BuiltImage {
   });
 }
 
+/** The same image with a prefetch hint annotation (as `tocfs convert --prefetch` writes it) on its layer. */
+function withHint(img: BuiltImage, value: string): BuiltImage {
+  return withConfig(img, () => {}, (m) => {
+    const layer = m.layers[0] as { annotations: Record<string, string> };
+    layer.annotations = { ...layer.annotations, 'io.github.tocfs.prefetch': value };
+  });
+}
+
 /** The same image with its config claiming another DiffID for the layer (the "two views" attack). */
 function withWrongDiffId(img: BuiltImage): BuiltImage {
   return withConfig(img, (c) => { c.rootfs.diff_ids[0] = sha(Buffer.from('not this layer')); });
@@ -67,7 +75,9 @@ describe('store: background fetch, outages and the DiffID proof', function () {
     const tar = await buildLayerTar(work, 'l', files.map((f) => ({ ...f, type: 'file' as const })));
     image = await buildImage([{ tar, compression: 'zstd:chunked' }]);
     const client = loopbackClient(proxy.host);
-    for (const name of ['fetched', 'outage', 'proven']) await pushImage(client, refOf(name), image);
+    for (const name of ['fetched', 'outage', 'proven', 'reads', 'restart']) await pushImage(client, refOf(name), image);
+    await pushImage(client, refOf('hinted'), withHint(image, JSON.stringify(['/data/f6.bin', 'data/f2.bin', '/no/such/file'])));
+    await pushImage(client, refOf('badhint'), withHint(image, 'not json'));
     await pushImage(client, refOf('tampered'), withWrongDiffId(image));
     await pushImage(client, refOf('sentinel'), sentinelVariant(image));
     await client.close();
@@ -127,6 +137,71 @@ describe('store: background fetch, outages and the DiffID proof', function () {
     const contentRanges = proxy.requests.filter((r) => r.range && Number(/bytes=(\d+)/.exec(r.range)![1]) < tocOffset);
     const firstStart = Number(/bytes=(\d+)/.exec(contentRanges[0]!.range!)![1]);
     assert.equal(firstStart, lastFile.chunks[0]!.start, 'the file read first (last in the blob) was fetched first');
+  });
+
+  /** Where each file's bytes lie in the blob, from the layer's own TOC. */
+  async function fileRanges(): Promise<{ path: string; start: number; end: number }[]> {
+    const desc = JSON.parse(image.manifest.toString()).layers[0];
+    const blob = image.blobs.get(desc.digest)!;
+    const toc = (await openChunkedLayer({ size: blob.length, read: async (a, b) => blob.subarray(a, b) }, desc.annotations)).toc;
+    return toc.files.filter((f) => f.chunks.length > 0).map((f) => ({ path: f.path, start: f.chunks[0]!.start, end: f.chunks[f.chunks.length - 1]!.end }));
+  }
+
+  it("fetches the files of the image's prefetch hint first, on a node that never ran the image", async () => {
+    const d = await daemon('hinted', 'background_concurrency = 1\nbackground_batch = "64KiB"\ndiffid_proof = "off"\n');
+    proxy.clear();
+    await stat(join(diffOf(d, refOf('hinted')), 'info'));
+    await waitFor('the background fetch', () => /"msg":"layer fully local"/.test(d.log()));
+    const ranges = await fileRanges();
+    const fileAt = (offset: number) => ranges.find((r) => offset >= r.start && offset < r.end)?.path;
+    const order: string[] = [];
+    for (const r of proxy.requests) {
+      const m = r.range ? /bytes=(\d+)/.exec(r.range) : null;
+      const path = m ? fileAt(Number(m[1])) : undefined;
+      if (path && !order.includes(path)) order.push(path);
+    }
+    assert.deepEqual(order.slice(0, 2), ['/data/f6.bin', '/data/f2.bin'], `fetch order ${order.join(', ')}`);
+    const status = JSON.parse((await runCli(['status', '--root', d.root, '--json'])).stdout);
+    assert.equal(status.layers[0].hintedFiles, 2, 'the hint names two files of the layer (and one it does not have)');
+    assert.ok((await readFile(join(diffOf(d, refOf('hinted')), 'diff', files[6]!.path))).equals(files[6]!.data));
+  });
+
+  it('ignores a malformed prefetch hint with a warning and serves the layer', async () => {
+    const d = await daemon('badhint', 'diffid_proof = "off"\n');
+    assert.ok((await readFile(join(diffOf(d, refOf('badhint')), 'diff', files[0]!.path))).equals(files[0]!.data));
+    assert.match(d.log(), /prefetch hint ignored: annotation io\.github\.tocfs\.prefetch is not JSON/);
+  });
+
+  it('`tocfs reads` lists the files containers read first, in order, for `tocfs convert --prefetch`', async () => {
+    const d = await daemon('reads', 'background_fetch = false\ndiffid_proof = "off"\n');
+    const dir = join(diffOf(d, refOf('reads')), 'diff');
+    for (const i of [4, 1, 4]) await readFile(join(dir, files[i]!.path));
+    const r = await runCli(['reads', '--root', d.root, refOf('reads')]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, '/data/f4.bin\n/data/f1.bin\n');
+    const json = JSON.parse((await runCli(['reads', '--root', d.root, '--json'])).stdout);
+    assert.deepEqual(json, [{ ref: refOf('reads'), blobDigest: image.layers[0]!.digest, tocDigest: image.layers[0]!.tocDigest, paths: ['/data/f4.bin', '/data/f1.bin'] }]);
+    const unknown = await runCli(['reads', '--root', d.root, 'example.com/never:seen']);
+    assert.notEqual(unknown.code, 0);
+    assert.match(unknown.stderr, new RegExp(`the daemon has served no layer of example.com/never:seen; it knows ${refOf('reads').replace(/[.]/g, '\\.')}`));
+  });
+
+  it('trusts a proof it passed before: a restarted daemon does not hash the layer again', async () => {
+    const dir = join(work, 'restart');
+    mkdirSync(dir);
+    const d1 = await startDaemon(dir, { insecureHosts: [proxy.host] });
+    daemons.push(d1);
+    await stat(join(diffOf(d1, refOf('restart')), 'info'));
+    await waitFor('the proof', () => /"msg":"DiffID proven"/.test(d1.log()));
+    await d1.stop();
+    const d2 = await startDaemon(dir, { insecureHosts: [proxy.host] });
+    daemons.push(d2);
+    await stat(join(diffOf(d2, refOf('restart')), 'info'));
+    const layer = JSON.parse((await runCli(['status', '--root', d2.root, '--json'])).stdout).layers[0];
+    assert.equal(layer.proof, 'proven');
+    assert.match(layer.proofDetail, /proven before/);
+    await new Promise((r) => setTimeout(r, 1000));
+    assert.doesNotMatch(d2.log(), /"msg":"DiffID proven"/, 'no second proof');
   });
 
   it('proves the DiffID of an honest layer in the background', async () => {

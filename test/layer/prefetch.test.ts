@@ -1,0 +1,70 @@
+import assert from 'node:assert/strict';
+import { BackgroundScheduler } from '../../src/layer/index.js';
+
+const tick = (ms = 30) => new Promise((r) => setTimeout(r, ms));
+
+describe('layer: background scheduler', () => {
+  it('gives a free slot to the best rank waiting (across layers: small files before the rest)', async () => {
+    const s = new BackgroundScheduler(1, { pollMs: 2 });
+    const held = await s.acquire(2);
+    const granted: number[] = [];
+    const w2 = s.acquire(2).then((x) => { granted.push(2); return x; });
+    await tick(10);
+    const w1 = s.acquire(1).then((x) => { granted.push(1); return x; });
+    await tick();
+    assert.deepEqual(granted, [], 'both wait while the only slot is taken');
+    held.release();
+    const g1 = await w1;
+    await tick();
+    assert.deepEqual(granted, [1], 'the later but better request went first; the other still waits');
+    g1.release();
+    (await w2).release();
+    assert.deepEqual(granted, [1, 2]);
+  });
+
+  it('holds less urgent work of every layer while any layer still has hinted or first-read work (rank 0)', async () => {
+    const s = new BackgroundScheduler(2, { pollMs: 2 });
+    const done = s.rank0Start();
+    const granted: number[] = [];
+    const small = s.acquire(1).then((x) => { granted.push(1); return x; });
+    await tick();
+    assert.deepEqual(granted, [], 'a free slot, but rank-0 work is still under way');
+    const hinted = await s.acquire(0);
+    assert.equal(hinted.budget, 2 << 20);
+    done();
+    (await small).release();
+    hinted.release();
+    assert.deepEqual(granted, [1]);
+  });
+
+  it('is idle only after the filesystem was quiet for the quiet period', async () => {
+    let requests = 0;
+    const s = new BackgroundScheduler(2, { quietMs: 60, pollMs: 2, activity: () => requests });
+    assert.equal(s.idle(), false, 'a first look counts as activity');
+    await tick(80);
+    assert.equal(s.idle(), true);
+    requests++;
+    assert.equal(s.idle(), false, 'a FUSE request just happened');
+    const t0 = Date.now();
+    await s.whenIdle();
+    assert.ok(Date.now() - t0 >= 50, 'whenIdle waited for the quiet period');
+  });
+
+  it('runs CPU-heavy work only when idle, and lets it pause while the filesystem is used', async () => {
+    let requests = 0;
+    const s = new BackgroundScheduler(2, { quietMs: 40, pollMs: 2, activity: () => requests });
+    const steps: number[] = [];
+    const busy = setInterval(() => { requests++; }, 5);
+    const work = s.slot(async (pace) => {
+      for (let i = 0; i < 3; i++) {
+        await pace();
+        steps.push(Date.now());
+      }
+    });
+    await tick(100);
+    assert.deepEqual(steps, [], 'no step while requests keep coming');
+    clearInterval(busy);
+    await work;
+    assert.equal(steps.length, 3);
+  });
+});

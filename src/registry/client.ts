@@ -191,7 +191,10 @@ export class RegistryClient {
    * Resolve a reference to an image: manifest (an index resolves to the best instance for the platform; all
    * matching instances are listed in `candidates`) and verified config.
    */
-  async resolveImage(ref: ImageReference | string, opts: CallSignal & { platform?: Platform } = {}): Promise<ResolvedImage> {
+  async resolveImage(
+    ref: ImageReference | string,
+    opts: CallSignal & { platform?: Platform; onManifest?: (manifest: ImageManifest) => void } = {},
+  ): Promise<ResolvedImage> {
     const r = this.#ref(ref);
     const endpoints = await this.pullEndpoints(r);
     const top = await this.#fetchManifestFrom(endpoints, r, manifestSelector(r), opts.signal);
@@ -212,6 +215,8 @@ export class RegistryClient {
       chosen = top;
     }
     const manifest = chosen as FetchedManifest<ImageManifest>;
+    // Callers may start on the layers (their TOCs) while the config is on its way.
+    opts.onManifest?.(manifest.manifest);
     const configDescriptor = manifest.manifest.config;
     if (configDescriptor.size > this.#maxConfigBytes) {
       throw new ManifestError(`resolving ${r.string}: config ${configDescriptor.digest} has ${configDescriptor.size} bytes, more than the ${this.#maxConfigBytes}-byte limit`);

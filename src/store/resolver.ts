@@ -24,6 +24,18 @@ interface Instance {
 
 export type ProofPolicy = 'background' | 'before-use' | 'off';
 
+/** A layer's verified TOC and tar-split, with the local state read while they were on the way. */
+interface EarlyToc {
+  source: BlobSource;
+  layer: ChunkedLayer;
+  diffSize: number;
+  provenBefore: Promise<{ diffID: unknown; size: unknown } | undefined>;
+  readBefore: Promise<string[]>;
+}
+
+/** Layers of one manifest whose TOCs are fetched before its config arrived (more go the ordinary way). */
+const MAX_EARLY_TOCS = 16;
+
 /** Where the DiffID proof of a layer stands. */
 export interface ProofStatus {
   state: 'pending' | 'running' | 'proven' | 'mismatch' | 'skipped' | 'failed' | 'off';
@@ -114,6 +126,8 @@ export class Resolver {
   /** The latest failures, newest last (bounded). */
   readonly recentFailures: ResolveFailure[] = [];
 
+  /** TOCs fetched as soon as a manifest was known, until openLayer takes them (see fetchTocsEarly). */
+  private readonly earlyTocs = new Map<string, Promise<EarlyToc>>();
   /** DiffID proofs that passed, kept across restarts. */
   private readonly proofs: ProofRecords | undefined;
 
@@ -182,7 +196,13 @@ export class Resolver {
   }
 
   private async loadImage(ref: ImageReference): Promise<ImageState> {
-    const r = await this.opts.client.resolveImage(ref);
+    let r: Awaited<ReturnType<RegistryClient['resolveImage']>>;
+    try {
+      r = await this.opts.client.resolveImage(ref, { onManifest: (m) => this.fetchTocsEarly(ref, m) });
+    } catch (err) {
+      this.dropEarlyTocs(ref);
+      throw err;
+    }
     return {
       ref,
       instances: [{ manifest: r.manifest.manifest, diffIds: r.config.diffIds }],
@@ -230,11 +250,13 @@ export class Resolver {
     return p;
   }
 
-  private async openLayer(ref: ImageReference, desc: Descriptor, diffID: Digest, sentinel: boolean): Promise<LayerData> {
-    // Local state is read while the TOC is on its way: awaiting a file read after the TOC arrived let the other
-    // layers' TOC processing run first, which delayed this layer's first background request by ~0.4 s during
-    // podman pull (bench:coldstart). The access log is keyed by the TOC digest, which the annotation names (and
-    // openChunkedLayer verifies).
+  /**
+   * Fetch and verify a layer's TOC and tar-split (one range request). Local state is read while the TOC is on its
+   * way: awaiting a file read after the TOC arrived let the other layers' TOC processing run first, which delayed
+   * this layer's first background request by ~0.4 s during podman pull (bench:coldstart). The access log is keyed
+   * by the TOC digest, which the annotation names (and openChunkedLayer verifies).
+   */
+  private async readToc(ref: ImageReference, desc: Descriptor): Promise<EarlyToc> {
     const provenBefore = this.proofs?.read(desc.digest) ?? Promise.resolve(undefined);
     const readBefore = AccessLog.read(this.opts.accessDir, desc.annotations?.[TOC_ANNOTATION]);
     const source = await this.opts.client.getBlobSource(ref, desc);
@@ -248,6 +270,28 @@ export class Resolver {
     if (!layer.tarSplit || layer.diffSize === undefined) {
       throw new NotServable('NO_TARSPLIT', `${ref.string} layer ${desc.digest} has no tar-split (written before c/storage 1.54?): its exact tar cannot be proven, so podman pulls it normally`);
     }
+    return { source, layer, diffSize: layer.diffSize, provenBefore, readBefore };
+  }
+
+  /**
+   * As soon as an image's manifest is known (its config is still on the way), fetch the TOCs of its zstd:chunked
+   * layers: podman will look them all up, and each TOC costs a round trip. Kept until openLayer takes them.
+   */
+  private fetchTocsEarly(ref: ImageReference, manifest: ImageManifest): void {
+    for (const desc of manifest.layers.slice(0, MAX_EARLY_TOCS)) {
+      const id = `${ref.string}\0${desc.digest}`;
+      if (layerKind(desc.annotations) !== 'zstd:chunked' || this.layers.has(id) || this.earlyTocs.has(id)) continue;
+      const p = this.readToc(ref, desc);
+      p.catch(() => { /* reported when the layer is opened */ });
+      this.earlyTocs.set(id, p);
+    }
+  }
+
+  private async openLayer(ref: ImageReference, desc: Descriptor, diffID: Digest, sentinel: boolean): Promise<LayerData> {
+    const id = `${ref.string}\0${desc.digest}`;
+    const early = this.earlyTocs.get(id);
+    this.earlyTocs.delete(id);
+    const { source, layer, diffSize, provenBefore, readBefore } = await (early ?? this.readToc(ref, desc));
     const tree = new LayerTree(layer.toc);
     const name = `${ref.string} layer ${desc.digest}`;
     const access = new AccessLog(this.opts.accessDir, layer.toc.tocDigest, tree);
@@ -262,14 +306,14 @@ export class Resolver {
     this.opts.logger?.info({ ref: ref.string, layer: desc.digest, toc: layer.toc.tocDigest, entries: layer.toc.files.length, hinted: hinted.length }, 'layer resolved');
     const policy = this.opts.proof ?? 'background';
     const data: LayerData = {
-      ref, descriptor: desc, diffID, layer, diffSize: layer.diffSize, tree, content, source,
+      ref, descriptor: desc, diffID, layer, diffSize, tree, content, source,
       isLocal: (d) => this.opts.cache.isLocal(d),
       hintedFiles: hinted.length,
       firstReads: () => access.recorded(),
       proof: { state: policy === 'off' ? 'off' : sentinel ? 'skipped' : 'pending', ...(sentinel ? { detail: 'sentinel-variant image' } : {}) },
     };
     const proven = await provenBefore;
-    if (data.proof.state === 'pending' && proven?.diffID === diffID && proven.size === layer.diffSize) {
+    if (data.proof.state === 'pending' && proven?.diffID === diffID && proven.size === diffSize) {
       data.proof = { state: 'proven', detail: 'proven before (the blob digest fixes every byte the proof reads)' };
     }
     if (this.opts.scheduler) {
@@ -323,12 +367,18 @@ export class Resolver {
     }
   }
 
-  /** On first sight of an image, fetch every zstd:chunked layer's TOC at once: podman will stat them all. */
+  /** Forget early TOCs of an image that nobody will open (its config failed, or the layer has no DiffID). */
+  private dropEarlyTocs(ref: ImageReference, keep: ReadonlySet<string> = new Set()): void {
+    for (const id of this.earlyTocs.keys()) if (id.startsWith(`${ref.string}\0`) && !keep.has(id)) this.earlyTocs.delete(id);
+  }
+
+  /** On first sight of an image, open every zstd:chunked layer at once (TOCs fetched early): podman will stat them all. */
   private prefetchTocs(image: ImageState): void {
     const inst = image.instances[0]!;
     const todo = inst.manifest.layers
       .map((desc, i) => ({ desc, diffID: inst.diffIds[i] }))
       .filter((l) => l.diffID && layerKind(l.desc.annotations) === 'zstd:chunked');
+    this.dropEarlyTocs(image.ref, new Set(todo.map((l) => `${image.ref.string}\0${l.desc.digest}`)));
     let next = 0;
     const worker = async (): Promise<void> => {
       while (next < todo.length) {

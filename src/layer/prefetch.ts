@@ -204,6 +204,7 @@ export class LayerPrefetcher {
     const lastRank0 = chunks.findLastIndex((c) => c.rank === 0);
     const rank0Done = lastRank0 >= 0 ? this.scheduler.rank0Start() : () => {};
     const rank0Batches: Promise<void>[] = [];
+    let rank0Issued = lastRank0 < 0;
     const inflight = new Set<Promise<void>>();
     const written: Promise<void>[] = [];
     let failure: { err: unknown } | undefined;
@@ -239,7 +240,11 @@ export class LayerPrefetcher {
           void p.finally(() => inflight.delete(p));
           if (rank === 0) rank0Batches.push(p);
         }
-        if (next > lastRank0 && lastRank0 >= 0) void Promise.all(rank0Batches).finally(rank0Done);
+        if (!rank0Issued && next > lastRank0) {
+          // Every rank-0 batch is issued: other layers' lesser work may start once they have settled.
+          rank0Issued = true;
+          void Promise.all(rank0Batches).finally(rank0Done);
+        }
       }
       await Promise.all(inflight);
     } finally {

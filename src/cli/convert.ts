@@ -64,7 +64,7 @@ export function registerConvert(program: Command): void {
         const { hinted, missing } = report.prefetch;
         process.stdout.write(`prefetch hint: ${hinted.reduce((a, b) => a + b, 0)} paths (per layer: ${hinted.join(', ')})\n`);
         if (missing.length > 0) {
-          process.stderr.write(`tocfs convert: ${missing.length} path(s) of ${opts.prefetch} are no regular file of any layer and were left out: `
+          process.stderr.write(`tocfs convert: ${missing.length} path(s) of ${opts.prefetch} name no regular file a container of the image reads (absent, not a regular file, or deleted by an upper layer); left out: `
             + `${missing.slice(0, 5).join(', ')}${missing.length > 5 ? ', …' : ''}\n`);
         }
       }

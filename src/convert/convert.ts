@@ -5,8 +5,8 @@ import { Readable, Transform } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 import { DecompressStream } from 'zstd-napi';
 import {
-  ANNOTATION_PREFETCH, buildLayerToc, decodeToc, decompressFrames, formatPrefetchHint, layerKind, MAX_TOC_SIZE,
-  parseChunkedAnnotations, writeZstdChunked,
+  ANNOTATION_PREFETCH, buildLayerToc, checkSections, cleanAbsPath, decodeToc, decompressFrames, formatPrefetchHint,
+  layerKind, MAX_TOC_SIZE, parseChunkedAnnotations, writeZstdChunked, type LayerFileType,
 } from '../format/index.js';
 import { parseDigest, sha256Digest, TocfsError, type Digest } from '../util/index.js';
 import { hostArch, OciLayout, type BlobWriter } from './oci-layout.js';
@@ -105,13 +105,13 @@ export async function convertImage(src: ImageSource, dst: ImageDestination, opts
   }
   const layers: ConvertedLayer[] = [];
   const newLayers: Descriptor[] = [];
-  const files: Set<string>[] = [];
+  const files: LayerEntries[] = [];
   for (const [i, desc] of manifest.layers.entries()) {
     const progress = (read: number) => opts.onProgress?.({ layer: i + 1, layers: manifest.layers.length, digest: desc.digest, read, total: desc.size });
     const done = layerKind(desc.annotations) === 'zstd:chunked'
       ? await copyLayer(src, dst, desc, progress, opts.prefetch !== undefined)
       : await convertLayer(src, dst, desc, opts.level, progress);
-    files.push(new Set(done.regularFiles));
+    files.push(layerEntries(done.files));
     if (done.layer.diffID !== diffIDs[i]) {
       throw new ConvertError('DIFFID_MISMATCH', `${src.name}: layer ${i + 1} (${desc.digest}) uncompresses to ${done.layer.diffID}, but the config says ${diffIDs[i]}`);
     }
@@ -131,23 +131,50 @@ export async function convertImage(src: ImageSource, dst: ImageDestination, opts
   return { manifestDigest, configDigest, layers, ...(prefetch ? { prefetch } : {}) };
 }
 
+/** What a layer holds at each path, as far as an overlay mount of the image sees it. */
+interface LayerEntries {
+  types: Map<string, LayerFileType>;
+  /** Paths a whiteout (`.wh.<name>`) of this layer hides in lower layers. */
+  whiteouts: Set<string>;
+  /** Directories an opaque whiteout (`.wh..wh..opq`) of this layer empties of lower layers' content. */
+  opaque: Set<string>;
+}
+
+function layerEntries(files: readonly { path: string; type: LayerFileType }[]): LayerEntries {
+  const out: LayerEntries = { types: new Map(), whiteouts: new Set(), opaque: new Set() };
+  for (const f of files) {
+    const slash = f.path.lastIndexOf('/');
+    const dir = f.path.slice(0, slash) || '/';
+    const name = f.path.slice(slash + 1);
+    if (name === '.wh..wh..opq') out.opaque.add(dir);
+    else if (name.startsWith('.wh.')) out.whiteouts.add(`${dir === '/' ? '' : dir}/${name.slice(4)}`);
+    else out.types.set(f.path, f.type);
+  }
+  return out;
+}
+
+/** Whether `layer` decides what a container sees at `path`: it has the path, or hides lower layers' copy. */
+function decides(layer: LayerEntries, path: string): boolean {
+  if (layer.types.has(path) || layer.whiteouts.has(path)) return true;
+  for (let dir = path.slice(0, path.lastIndexOf('/')) || '/'; ; dir = dir.slice(0, dir.lastIndexOf('/')) || '/') {
+    const t = layer.types.get(dir);
+    if (layer.opaque.has(dir) || layer.whiteouts.has(dir) || (t !== undefined && t !== 'dir')) return true;
+    if (dir === '/') return false;
+  }
+}
+
 /**
- * Give each path to the topmost layer that has it as a regular file (the copy a container reads) and write the
- * layers' prefetch hints; order is kept within each layer.
+ * Give each path to the layer whose copy a container reads (the topmost one that has the path or hides it) if that
+ * copy is a regular file, and write the layers' prefetch hints; order is kept within each layer.
  */
-function placeHints(paths: readonly string[], files: Set<string>[], layers: Descriptor[]): { hinted: number[]; missing: string[] } {
+function placeHints(paths: readonly string[], files: LayerEntries[], layers: Descriptor[]): { hinted: number[]; missing: string[] } {
   const perLayer: string[][] = layers.map(() => []);
   const missing: string[] = [];
   for (const raw of paths) {
-    const path = raw.startsWith('/') ? raw : `/${raw}`;
-    let placed = false;
-    for (let i = layers.length - 1; i >= 0 && !placed; i--) {
-      if (files[i]!.has(path)) {
-        perLayer[i]!.push(path);
-        placed = true;
-      }
-    }
-    if (!placed) missing.push(raw);
+    const path = cleanAbsPath(raw);
+    const top = files.findLastIndex((l) => decides(l, path));
+    if (top >= 0 && files[top]!.types.get(path) === 'reg') perLayer[top]!.push(path);
+    else missing.push(raw);
   }
   layers.forEach((desc, i) => {
     const annotations = { ...desc.annotations };
@@ -205,7 +232,7 @@ async function convertLayer(src: ImageSource, dst: ImageDestination, desc: Descr
     return {
       layer: { from: desc.digest, to: digest, size, diffID: result.diffID, tocDigest: result.tocDigest, converted: true },
       descriptor: { mediaType: MEDIA_LAYER_ZSTD, digest, size, annotations: result.annotations } as Descriptor,
-      regularFiles: result.regularFiles,
+      files: result.files,
     };
   } catch (err) {
     await writer.abort();
@@ -218,7 +245,7 @@ async function copyLayer(src: ImageSource, dst: ImageDestination, desc: Descript
   const diff = createHash('sha256');
   try {
     // The TOC passes by anyway: keep its bytes when the layer's file list is wanted (for prefetch hints).
-    const tocAt = wantFiles ? parseChunkedAnnotations(desc.annotations).toc : undefined;
+    const tocAt = wantFiles ? tocSection(desc, src.name) : undefined;
     const tocZ = tocAt ? Buffer.alloc(tocAt.compressed) : undefined;
     const blob = verifying(src.openBlob(desc), desc, src.name, onRead);
     const [tee1, tee2] = teeCopy(tocAt && tocZ ? capture(blob, tocAt.offset, tocZ) : blob, writer);
@@ -226,18 +253,39 @@ async function copyLayer(src: ImageSource, dst: ImageDestination, desc: Descript
     await tee2;
     const { digest, size } = await writer.commit();
     const tocDigest = desc.annotations?.['io.github.containers.zstd-chunked.manifest-checksum'] ?? '';
-    const regularFiles = tocAt && tocZ
-      ? buildLayerToc(decodeToc(decompressFrames(tocZ, MAX_TOC_SIZE, `TOC of ${desc.digest}`).toString('utf8')), tocDigest as Digest, tocAt.offset - 8)
-        .files.filter((f) => f.type === 'reg').map((f) => f.path)
-      : [];
+    const files = tocAt && tocZ ? layerFiles(desc, tocZ, tocAt.offset, src.name) : [];
     return {
       layer: { from: desc.digest, to: digest, size, diffID: `sha256:${diff.digest('hex')}` as Digest, tocDigest, converted: false },
       descriptor: { ...desc } as Descriptor,
-      regularFiles,
+      files,
     };
   } catch (err) {
     await writer.abort();
     throw err;
+  }
+}
+
+/** Where a kept layer's TOC lies, checked against the blob's size before any buffer is sized by it. */
+function tocSection(desc: Descriptor, name: string): { offset: number; compressed: number } {
+  try {
+    const a = parseChunkedAnnotations(desc.annotations);
+    checkSections(a, desc.size);
+    return a.toc;
+  } catch (err) {
+    throw new ConvertError('LAYER_INVALID', `${name}: layer ${desc.digest}: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+/** The entries of a kept layer, from its TOC bytes (checked against the annotated TOC digest first). */
+function layerFiles(desc: Descriptor, tocZ: Buffer, offset: number, name: string): { path: string; type: LayerFileType }[] {
+  try {
+    const a = parseChunkedAnnotations(desc.annotations);
+    const actual = `sha256:${createHash('sha256').update(tocZ).digest('hex')}`;
+    if (actual !== a.tocDigest) throw new Error(`its TOC hashes to ${actual}, the annotation says ${a.tocDigest}`);
+    const toc = buildLayerToc(decodeToc(decompressFrames(tocZ, MAX_TOC_SIZE, 'TOC').toString('utf8')), a.tocDigest, offset - 8);
+    return toc.files.map((f) => ({ path: f.path, type: f.type }));
+  } catch (err) {
+    throw new ConvertError('LAYER_INVALID', `${name}: layer ${desc.digest}: ${(err as Error).message}`, { cause: err });
   }
 }
 

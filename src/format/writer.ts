@@ -2,7 +2,7 @@ import { createHash, type Hash } from 'node:crypto';
 import type { Digest } from '../util/index.js';
 import { formatChunkedAnnotations, MAX_TOC_SIZE } from './annotations.js';
 import { Crc64 } from './crc64.js';
-import { buildLayerToc } from './layer-toc.js';
+import { buildLayerToc, type LayerFileType } from './layer-toc.js';
 import { formatError } from './errors.js';
 import { encodeFooter } from './footer.js';
 import { encodeToc, entryFromHeader, type TocEntry } from './metadata.js';
@@ -30,8 +30,8 @@ export interface WriterResult {
   /** TOC entries that are not chunks, and chunk entries beyond each file's first. */
   entries: number;
   chunkEntries: number;
-  /** The layer's regular files (cleaned absolute paths), e.g. to place prefetch hints. */
-  regularFiles: string[];
+  /** The layer's entries (cleaned absolute paths and types), e.g. to place prefetch hints. */
+  files: { path: string; type: LayerFileType }[];
 }
 
 export type BlobSink = (chunk: Buffer) => void | Promise<void>;
@@ -259,9 +259,9 @@ async function finishBlob(
   // Never write a layer our own reader would refuse (names climbing out, 64-bit uids, years past 9999…): say
   // so now, naming the entry, rather than produce a blob that fails when it is served.
   let tocJson: Buffer;
-  let regularFiles: string[];
+  let files: { path: string; type: LayerFileType }[];
   try {
-    regularFiles = buildLayerToc({ version: 1, entries }, tarSplitDigest, out.pos).files.filter((f) => f.type === 'reg').map((f) => f.path);
+    files = buildLayerToc({ version: 1, entries }, tarSplitDigest, out.pos).files.map((f) => ({ path: f.path, type: f.type }));
     tocJson = Buffer.from(encodeToc({ version: 1, entries, tarSplitDigest }));
   } catch (err) {
     throw formatError('TAR_UNSUPPORTED', `the tar cannot become a servable zstd:chunked layer: ${(err as Error).message}`, err);
@@ -282,6 +282,6 @@ async function finishBlob(
   return {
     annotations: formatChunkedAnnotations({ tocDigest, toc, tarSplit: ts }),
     blobDigest: out.digest(), blobSize: out.pos, ...diff, tocDigest,
-    entries: entries.length - chunkEntries, chunkEntries, regularFiles,
+    entries: entries.length - chunkEntries, chunkEntries, files,
   };
 }

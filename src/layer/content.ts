@@ -141,10 +141,9 @@ export class LayerContent {
       items.push({ node, chunk: c, resolve, reject, background: true });
       waits.push(this.cache.track(c.digest, p));
     }
-    const before = this.stats.fetchedBytes;
-    const writes = items.length > 0 ? await this.fetch(items) : [];
+    const { bytes, writes } = items.length > 0 ? await this.fetch(items) : { bytes: 0, writes: [] };
     await Promise.all(waits);
-    return { bytes: this.stats.fetchedBytes - before, written: Promise.all(writes).then(() => undefined) };
+    return { bytes, written: Promise.all(writes).then(() => undefined) };
   }
 
   /** Verified bytes queued for the disk cache and not written yet. */
@@ -227,15 +226,15 @@ export class LayerContent {
 
   /**
    * One request for a batch of chunks (of any files of this layer); each waiter gets its verified chunk or an
-   * error. Returns the disk writes of background chunks still under way.
+   * error. Returns the compressed bytes it fetched and the disk writes of background chunks still under way.
    */
-  private async fetch(batch: Pending[]): Promise<Promise<void>[]> {
+  private async fetch(batch: Pending[]): Promise<{ bytes: number; writes: Promise<void>[] }> {
     const tooBig = batch.filter((b) => b.chunk.size > this.maxChunk);
     for (const b of tooBig) {
       b.reject(this.error(b.node, b.chunk, `chunk of ${b.chunk.size} bytes exceeds the ${this.maxChunk}-byte in-memory limit`));
     }
     const items = batch.filter((b) => b.chunk.size <= this.maxChunk);
-    if (items.length === 0) return [];
+    if (items.length === 0) return { bytes: 0, writes: [] };
     let buffers: Buffer[];
     const signal = AbortSignal.timeout(this.timeoutMs);
     const background = items.every((b) => b.background);
@@ -249,7 +248,7 @@ export class LayerContent {
     } catch (err) {
       const why = signal.aborted ? `the registry did not deliver within ${this.timeoutMs / 1000} s` : `fetch failed: ${(err as Error).message}`;
       for (const b of items) b.reject(this.error(b.node, b.chunk, why, err));
-      return [];
+      return { bytes: 0, writes: [] };
     } finally {
       if (!background) {
         this.foreground--;
@@ -283,7 +282,7 @@ export class LayerContent {
       }
     }
     // Background fetches are done when their chunks are on disk (a layer is "fully local" only then).
-    return writes;
+    return { bytes: items.reduce((n, b) => n + b.chunk.end - b.chunk.start, 0), writes };
   }
 
   /** Verify a zero chunk's digest; undefined stands for "zeros" (read() makes the slice it needs). */

@@ -29,6 +29,8 @@ export class BackgroundScheduler {
       quietMs?: number; batchBytes?: number; busyBatchBytes?: number; pollMs?: number;
       /** A count of filesystem requests served so far: any change means a container is using the store. */
       activity?: () => number;
+      /** Longest pause of CPU-heavy work for a busy filesystem, per piece (ms). */
+      maxPauseMs?: number;
     } = {},
   ) {}
 
@@ -121,15 +123,37 @@ export class BackgroundScheduler {
 
   /**
    * Run `work` (CPU-heavy background work such as the DiffID proof) in a slot once the store is idle; `work`
-   * gets `pace`, to await between pieces so it pauses whenever the filesystem is in use again.
+   * gets `pace`, to await between pieces: while the filesystem is in use it gives its slot back and pauses, at
+   * most `maxPauseMs` at a time, so a busy host slows the work down but never starves it. `urgent` work (a lookup
+   * waits for it) neither waits for idleness nor pauses.
    */
-  async slot<T>(work: (pace: () => Promise<void>) => Promise<T>): Promise<T> {
-    while (this.running >= this.concurrency || !this.idle()) await new Promise((r) => setTimeout(r, this.opts.pollMs ?? 10));
-    this.running++;
-    try {
-      return await work(() => this.whenIdle());
-    } finally {
+  async slot<T>(work: (pace: () => Promise<void>) => Promise<T>, urgent = false): Promise<T> {
+    const poll = this.opts.pollMs ?? 10;
+    const maxPause = this.opts.maxPauseMs ?? 250;
+    const sleep = () => new Promise((r) => setTimeout(r, poll));
+    const idleOrLate = async () => {
+      const until = Date.now() + maxPause;
+      while (!urgent && !this.idle() && Date.now() < until) await sleep();
+    };
+    const take = async () => {
+      while (this.running >= this.concurrency) await sleep();
+      this.running++;
+    };
+    await idleOrLate();
+    await take();
+    let held = true;
+    const pace = async (): Promise<void> => {
+      if (urgent || this.idle()) return;
       this.running--;
+      held = false;
+      await idleOrLate();
+      await take();
+      held = true;
+    };
+    try {
+      return await work(pace);
+    } finally {
+      if (held) this.running--;
     }
   }
 }
@@ -232,7 +256,7 @@ export class LayerPrefetcher {
         } else {
           // Batches of one layer overlap (up to the scheduler's slots): one at a time left the link idle for a
           // round trip and the batch's processing between batches.
-          const p = this.fetchWithRetries(batch).then(
+          const p = this.fetchWithRetries(batch, rank === 0 ? rank0Done : undefined).then(
             (r) => { this.progress.fetchedBytes += r.bytes; written.push(r.written); },
             (err: unknown) => { failure ??= { err }; },
           ).finally(release);
@@ -255,11 +279,13 @@ export class LayerPrefetcher {
     this.progress.state = 'done';
   }
 
-  private async fetchWithRetries(batch: { node: number; index: number }[]): Promise<{ bytes: number; written: Promise<void> }> {
+  /** `onFailure` runs at the first failure (a failing hinted batch must not hold other layers' work while it retries). */
+  private async fetchWithRetries(batch: { node: number; index: number }[], onFailure?: () => void): Promise<{ bytes: number; written: Promise<void> }> {
     for (let attempt = 0; ; attempt++) {
       try {
         return await this.content.fetchToDisk(batch);
       } catch (err) {
+        onFailure?.();
         if (attempt >= (this.opts.retries ?? 5)) {
           this.progress.state = 'failed';
           this.progress.error = (err as Error).message;

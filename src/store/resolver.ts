@@ -29,7 +29,7 @@ interface EarlyToc {
   source: BlobSource;
   layer: ChunkedLayer;
   diffSize: number;
-  provenBefore: Promise<{ diffID: unknown; size: unknown } | undefined>;
+  provenBefore: Promise<{ diffID: unknown; size: unknown; toc: unknown } | undefined>;
   readBefore: Promise<string[]>;
 }
 
@@ -198,7 +198,15 @@ export class Resolver {
   private async loadImage(ref: ImageReference): Promise<ImageState> {
     let r: Awaited<ReturnType<RegistryClient['resolveImage']>>;
     try {
-      r = await this.opts.client.resolveImage(ref, { onManifest: (m) => this.fetchTocsEarly(ref, m) });
+      r = await this.opts.client.resolveImage(ref, {
+        onManifest: (m) => {
+          try {
+            this.fetchTocsEarly(ref, m);
+          } catch {
+            // Only an optimisation: the layers are opened the ordinary way.
+          }
+        },
+      });
     } catch (err) {
       this.dropEarlyTocs(ref);
       throw err;
@@ -313,7 +321,9 @@ export class Resolver {
       proof: { state: policy === 'off' ? 'off' : sentinel ? 'skipped' : 'pending', ...(sentinel ? { detail: 'sentinel-variant image' } : {}) },
     };
     const proven = await provenBefore;
-    if (data.proof.state === 'pending' && proven?.diffID === diffID && proven.size === diffSize) {
+    // The record must name this TOC too: a blob could hold a second TOC and tar-split that another manifest's
+    // annotations point at, and only the proven pair is proven.
+    if (data.proof.state === 'pending' && proven?.diffID === diffID && proven.size === diffSize && proven.toc === layer.toc.tocDigest) {
       data.proof = { state: 'proven', detail: 'proven before (the blob digest fixes every byte the proof reads)' };
     }
     if (this.opts.scheduler) {
@@ -350,12 +360,13 @@ export class Resolver {
       if (data.proof.state !== 'pending') return;
       data.proof = { state: 'running' };
       const rebuilt = this.opts.scheduler
-        ? await this.opts.scheduler.slot((pace) => rebuildDiffId(data.tree, data.content, data.layer.tarSplit!, pace))
+        // before-use: a lookup waits for the proof, so it neither waits for a quiet filesystem nor pauses.
+        ? await this.opts.scheduler.slot((pace) => rebuildDiffId(data.tree, data.content, data.layer.tarSplit!, pace), this.opts.proof === 'before-use')
         : await rebuildDiffId(data.tree, data.content, data.layer.tarSplit!);
       if (rebuilt.diffID === data.diffID && rebuilt.size === data.diffSize) {
         data.proof = { state: 'proven' };
         log?.info({ ref: data.ref.string, layer: data.descriptor.digest, diffID: data.diffID }, 'DiffID proven');
-        await this.proofs?.record(data.descriptor.digest, rebuilt);
+        await this.proofs?.record(data.descriptor.digest, { ...rebuilt, toc: data.layer.toc.tocDigest });
       } else {
         data.proof = { state: 'mismatch', detail: `rebuilt tar is ${rebuilt.diffID} (${rebuilt.size} bytes)` };
         data.quarantined = `${what}: QUARANTINED: its TOC and tar-split rebuild a tar with DiffID ${rebuilt.diffID} (${rebuilt.size} bytes), but the image config says ${data.diffID}; the layer's two views differ, so it is no longer served`;
@@ -492,9 +503,10 @@ class AccessLog {
 }
 
 /**
- * Passed DiffID proofs, one file per blob digest. A blob digest fixes the TOC, the tar-split and every chunk the
- * proof reads, so "blob X rebuilds to DiffID D of N bytes" stays true forever; a restarted daemon trusts it
- * instead of spending seconds of CPU (measured: ~1 s per 256 MiB) beside the containers it serves.
+ * Passed DiffID proofs, one file per blob digest. The blob digest and the TOC digest (which names the tar-split's
+ * digest) fix every byte the proof reads, so "blob X with TOC T rebuilds to DiffID D of N bytes" stays true
+ * forever; a restarted daemon trusts it instead of spending seconds of CPU (measured: ~1 s per 256 MiB) beside the
+ * containers it serves.
  */
 class ProofRecords {
   constructor(private readonly dir: string) {}
@@ -504,19 +516,19 @@ class ProofRecords {
   }
 
   /** What an earlier proof of this blob established, if any. */
-  async read(blob: Digest): Promise<{ diffID: unknown; size: unknown } | undefined> {
+  async read(blob: Digest): Promise<{ diffID: unknown; size: unknown; toc: unknown } | undefined> {
     try {
-      return JSON.parse(await readFile(this.file(blob), 'utf8')) as { diffID: unknown; size: unknown };
+      return JSON.parse(await readFile(this.file(blob), 'utf8')) as { diffID: unknown; size: unknown; toc: unknown };
     } catch {
       return undefined;
     }
   }
 
-  async record(blob: Digest, proven: { diffID: Digest; size: number }): Promise<void> {
+  async record(blob: Digest, proven: { diffID: Digest; size: number; toc: string }): Promise<void> {
     try {
       await mkdir(this.dir, { recursive: true });
       const tmp = `${this.file(blob)}.tmp-${process.pid}`;
-      await writeFile(tmp, JSON.stringify({ diffID: proven.diffID, size: proven.size }));
+      await writeFile(tmp, JSON.stringify({ diffID: proven.diffID, size: proven.size, toc: proven.toc }));
       await rename(tmp, this.file(blob));
     } catch {
       // Only costs a second proof after the next restart.

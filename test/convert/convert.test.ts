@@ -101,17 +101,18 @@ describe('convert: images to zstd:chunked', () => {
   });
 
   it('writes prefetch hints: each listed path on the topmost layer that has it, for converted and for kept layers', async () => {
-    const a = await makeTar(tmp, 'ha', { 'etc/hostname': Buffer.from('a\n'), 'usr/bin/tool': randomBytes(50_000) });
-    const b = await makeTar(tmp, 'hb', { 'etc/hostname': Buffer.from('b\n'), 'etc/motd': Buffer.from('hi\n') });
+    const a = await makeTar(tmp, 'ha', { 'etc/hostname': Buffer.from('a\n'), 'usr/bin/tool': randomBytes(50_000), 'usr/bin/gone': Buffer.from('x') });
+    // The upper layer deletes usr/bin/gone (an overlay whiteout): no container can read it.
+    const b = await makeTar(tmp, 'hb', { 'etc/hostname': Buffer.from('b\n'), 'etc/motd': Buffer.from('hi\n'), 'usr/bin/.wh.gone': Buffer.alloc(0) });
     makeGzipLayout(tmp, [a, b], 'hint-src');
     const list = join(tmp, 'prefetch.txt');
-    writeFileSync(list, '# what the app reads first\n/usr/bin/tool\n/etc/hostname\n\n/no/such/file\n/etc/motd\n/usr/bin/tool\n/etc\n');
+    writeFileSync(list, '# what the app reads first\n/usr/bin/tool\n/etc/hostname\n\n/no/such/file\n/etc//motd\n/usr/bin/tool\n/etc\n/usr/bin/gone\n');
     const out = join(tmp, 'hinted');
     for (const [src, tag] of [[`oci:${join(tmp, 'hint-src')}:v1`, 'converted'], [`oci:${out}:converted`, 'kept']] as const) {
       const r = await runCli(['convert', src, `oci:${out}:${tag}`, '--prefetch', list]);
       assert.equal(r.code, 0, r.stderr);
       assert.match(r.stdout, /prefetch hint: 3 paths \(per layer: 1, 2\)/);
-      assert.match(r.stderr, /2 path\(s\) of .*prefetch\.txt are no regular file of any layer and were left out: \/no\/such\/file, \/etc/);
+      assert.match(r.stderr, /3 path\(s\) of .*prefetch\.txt name no regular file a container of the image reads \(absent, not a regular file, or deleted by an upper layer\); left out: \/no\/such\/file, \/etc, \/usr\/bin\/gone\n/);
       const { manifest } = await new OciLayout(out).readImage(tag);
       const hint = (i: number): unknown => JSON.parse(manifest.layers[i]!.annotations!['io.github.tocfs.prefetch']!);
       assert.deepEqual(hint(0), ['/usr/bin/tool']);

@@ -39,7 +39,7 @@ describe('layer: disk cache', () => {
     assert.ok(readFileSync(join(dir, 'sha256', digestOf(a).slice(7, 9), digestOf(a).slice(7))).equals(a));
   });
 
-  it('turns a file torn by a crash (written in place, without fsync) into a miss after a restart', async () => {
+  it('turns a chunk file cut short (a power loss before writeback: no fsync) into a miss after a restart', async () => {
     const a = randomBytes(20_000);
     const c1 = new DiskCache(dir, 1 << 20);
     await c1.put(digestOf(a), a);
@@ -50,6 +50,15 @@ describe('layer: disk cache', () => {
     assert.equal(await c2.get(digestOf(a)), undefined);
     assert.equal(c2.stats.corrupt, 1);
     assert.ok(!existsSync(file));
+  });
+
+  it('never fails a put: a cache directory it cannot write only costs a refetch', async () => {
+    writeFileSync(join(dir, 'sha256'), 'not a directory');
+    const a = randomBytes(1000);
+    const c = new DiskCache(dir, 1 << 20);
+    await c.put(digestOf(a), a); // resolves, logs
+    assert.equal(c.stats.writes, 0);
+    assert.equal(c.has(digestOf(a)), false);
   });
 
   it('turns a corrupted file into a miss and removes it, never returning its bytes', async () => {

@@ -50,6 +50,25 @@ describe('layer: background scheduler', () => {
     assert.ok(Date.now() - t0 >= 50, 'whenIdle waited for the quiet period');
   });
 
+  it('never starves CPU-heavy work on a busy filesystem: pauses are bounded and the slot is given back meanwhile', async () => {
+    let requests = 0;
+    const s = new BackgroundScheduler(1, { quietMs: 40, pollMs: 2, maxPauseMs: 30, activity: () => requests });
+    const busy = setInterval(() => { requests++; }, 5);
+    let steps = 0;
+    let slotWhilePaused = false;
+    await s.slot(async (pace) => {
+      for (let i = 0; i < 5; i++) {
+        const other = s.acquire(2).then((x) => { slotWhilePaused = true; x.release(); });
+        await pace();
+        await other;
+        steps++;
+      }
+    });
+    clearInterval(busy);
+    assert.equal(steps, 5);
+    assert.ok(slotWhilePaused, 'background fetches got the slot while the work paused');
+  });
+
   it('runs CPU-heavy work only when idle, and lets it pause while the filesystem is used', async () => {
     let requests = 0;
     const s = new BackgroundScheduler(2, { quietMs: 40, pollMs: 2, activity: () => requests });

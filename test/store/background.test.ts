@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -202,6 +202,16 @@ describe('store: background fetch, outages and the DiffID proof', function () {
     assert.match(layer.proofDetail, /proven before/);
     await new Promise((r) => setTimeout(r, 1000));
     assert.doesNotMatch(d2.log(), /"msg":"DiffID proven"/, 'no second proof');
+    await d2.stop();
+    // A record is trusted only for the TOC it proved (another manifest could point at another TOC in the blob).
+    const record = join(dir, 'state', 'proven', image.layers[0]!.digest.slice(7));
+    const r = JSON.parse(await readFile(record, 'utf8'));
+    assert.equal(r.toc, image.layers[0]!.tocDigest);
+    writeFileSync(record, JSON.stringify({ ...r, toc: `sha256:${'0'.repeat(64)}` }));
+    const d3 = await startDaemon(dir, { insecureHosts: [proxy.host] });
+    daemons.push(d3);
+    await stat(join(diffOf(d3, refOf('restart')), 'info'));
+    await waitFor('a new proof', () => /"msg":"DiffID proven"/.test(d3.log()));
   });
 
   it('proves the DiffID of an honest layer in the background', async () => {

@@ -29,7 +29,8 @@ export class BackgroundScheduler {
       quietMs?: number; batchBytes?: number; busyBatchBytes?: number; pollMs?: number;
       /** A count of filesystem requests served so far: any change means a container is using the store. */
       activity?: () => number;
-      /** Longest pause of CPU-heavy work for a busy filesystem, per piece (ms). */
+      /** Longest pause of CPU-heavy work for a busy filesystem, per piece (ms; default 1000: a 256 MiB proof then
+       * takes ~4 min on a filesystem that is never quiet, and barely touches a starting container). */
       maxPauseMs?: number;
     } = {},
   ) {}
@@ -129,7 +130,7 @@ export class BackgroundScheduler {
    */
   async slot<T>(work: (pace: () => Promise<void>) => Promise<T>, urgent = false): Promise<T> {
     const poll = this.opts.pollMs ?? 10;
-    const maxPause = this.opts.maxPauseMs ?? 250;
+    const maxPause = this.opts.maxPauseMs ?? 1000;
     const sleep = () => new Promise((r) => setTimeout(r, poll));
     const idleOrLate = async () => {
       const until = Date.now() + maxPause;

@@ -7,6 +7,7 @@ import {
 import type { RegistryClient } from '../registry/index.js';
 import { mib, ProgressLine } from './progress.js';
 import { registryClientFor, type RegistryFlags } from './registry-flags.js';
+import { readStdin } from './stdin.js';
 
 function sourceFor(loc: ImageLocation, client: () => RegistryClient): ImageSource {
   switch (loc.transport) {
@@ -86,10 +87,4 @@ async function readPathList(file: string): Promise<string[]> {
     throw new ConvertError('BAD_OPTION', `--prefetch ${file}: "${relative}" is not an absolute path; list paths as a container sees them, e.g. /usr/bin/python3`);
   }
   return paths;
-}
-
-async function readStdin(): Promise<string> {
-  const parts: Buffer[] = [];
-  for await (const b of process.stdin) parts.push(b as Buffer);
-  return Buffer.concat(parts).toString('utf8');
 }

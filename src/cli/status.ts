@@ -4,6 +4,7 @@ import { callControl, loadConfig, type DaemonStatus } from '../daemon/index.js';
 import type { LayerReads } from '../store/index.js';
 import { TocfsError } from '../util/index.js';
 import { mib } from './progress.js';
+import { readStdin } from './stdin.js';
 
 /** Where the daemon's control socket is: $TOCFS_SOCKET, else <root>/tocfs.sock. */
 export async function socketPath(opts: { root?: string; config?: string; socket?: string }): Promise<string> {
@@ -59,9 +60,7 @@ export function registerAuthHelper(program: Command): void {
     .option('--socket <path>', 'control socket (default $TOCFS_SOCKET, else /var/lib/tocfs/tocfs.sock)')
     .option('--root <dir>', 'state directory of the daemon')
     .action(async (opts: { socket?: string; root?: string }) => {
-      const chunks: Buffer[] = [];
-      for await (const c of process.stdin) chunks.push(c as Buffer);
-      const r = await callControl(await socketPath(opts), 'POST', '/credentials', Buffer.concat(chunks).toString('utf8'));
+      const r = await callControl(await socketPath(opts), 'POST', '/credentials', await readStdin());
       if (r.status !== 200) throw new TocfsError('DAEMON_ERROR', `the daemon refused the credentials (${r.status}): ${r.body}`);
     });
 }

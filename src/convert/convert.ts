@@ -5,8 +5,8 @@ import { Readable, Transform } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 import { DecompressStream } from 'zstd-napi';
 import {
-  ANNOTATION_PREFETCH, buildLayerToc, checkSections, cleanAbsPath, decodeToc, decompressFrames, formatPrefetchHint,
-  layerKind, MAX_TOC_SIZE, parseChunkedAnnotations, writeZstdChunked, type LayerFileType,
+  ANNOTATION_PREFETCH, checkSections, cleanAbsPath, formatPrefetchHint, layerKind, parseChunkedAnnotations,
+  tocFromBytes, writeZstdChunked, type ChunkedAnnotations, type LayerFileType,
 } from '../format/index.js';
 import { parseDigest, sha256Digest, TocfsError, type Digest } from '../util/index.js';
 import { hostArch, OciLayout, type BlobWriter } from './oci-layout.js';
@@ -245,15 +245,15 @@ async function copyLayer(src: ImageSource, dst: ImageDestination, desc: Descript
   const diff = createHash('sha256');
   try {
     // The TOC passes by anyway: keep its bytes when the layer's file list is wanted (for prefetch hints).
-    const tocAt = wantFiles ? tocSection(desc, src.name) : undefined;
-    const tocZ = tocAt ? Buffer.alloc(tocAt.compressed) : undefined;
+    const a = wantFiles ? chunkedAnnotations(desc, src.name) : undefined;
+    const tocZ = a ? Buffer.alloc(a.toc.compressed) : undefined;
     const blob = verifying(src.openBlob(desc), desc, src.name, onRead);
-    const [tee1, tee2] = teeCopy(tocAt && tocZ ? capture(blob, tocAt.offset, tocZ) : blob, writer);
+    const [tee1, tee2] = teeCopy(a && tocZ ? capture(blob, a.toc.offset, tocZ) : blob, writer);
     for await (const b of uncompressed(tee1)) diff.update(b);
     await tee2;
     const { digest, size } = await writer.commit();
     const tocDigest = desc.annotations?.['io.github.containers.zstd-chunked.manifest-checksum'] ?? '';
-    const files = tocAt && tocZ ? layerFiles(desc, tocZ, tocAt.offset, src.name) : [];
+    const files = a && tocZ ? layerFiles(desc, tocZ, a, src.name) : [];
     return {
       layer: { from: desc.digest, to: digest, size, diffID: `sha256:${diff.digest('hex')}` as Digest, tocDigest, converted: false },
       descriptor: { ...desc } as Descriptor,
@@ -265,25 +265,21 @@ async function copyLayer(src: ImageSource, dst: ImageDestination, desc: Descript
   }
 }
 
-/** Where a kept layer's TOC lies, checked against the blob's size before any buffer is sized by it. */
-function tocSection(desc: Descriptor, name: string): { offset: number; compressed: number } {
+/** A kept layer's annotations, its sections checked against the blob's size before any buffer is sized by them. */
+function chunkedAnnotations(desc: Descriptor, name: string): ChunkedAnnotations {
   try {
     const a = parseChunkedAnnotations(desc.annotations);
     checkSections(a, desc.size);
-    return a.toc;
+    return a;
   } catch (err) {
     throw new ConvertError('LAYER_INVALID', `${name}: layer ${desc.digest}: ${(err as Error).message}`, { cause: err });
   }
 }
 
-/** The entries of a kept layer, from its TOC bytes (checked against the annotated TOC digest first). */
-function layerFiles(desc: Descriptor, tocZ: Buffer, offset: number, name: string): { path: string; type: LayerFileType }[] {
+/** The entries of a kept layer, from its TOC bytes (verified against the annotated digest by tocFromBytes). */
+function layerFiles(desc: Descriptor, tocZ: Buffer, a: ChunkedAnnotations, name: string): { path: string; type: LayerFileType }[] {
   try {
-    const a = parseChunkedAnnotations(desc.annotations);
-    const actual = `sha256:${createHash('sha256').update(tocZ).digest('hex')}`;
-    if (actual !== a.tocDigest) throw new Error(`its TOC hashes to ${actual}, the annotation says ${a.tocDigest}`);
-    const toc = buildLayerToc(decodeToc(decompressFrames(tocZ, MAX_TOC_SIZE, 'TOC').toString('utf8')), a.tocDigest, offset - 8);
-    return toc.files.map((f) => ({ path: f.path, type: f.type }));
+    return tocFromBytes(tocZ, a).toc.files.map((f) => ({ path: f.path, type: f.type }));
   } catch (err) {
     throw new ConvertError('LAYER_INVALID', `${name}: layer ${desc.digest}: ${(err as Error).message}`, { cause: err });
   }

@@ -65,14 +65,7 @@ export async function openChunkedLayer(blob: BlobReader, annotations: Readonly<R
   const adjacent = span.end - span.start <= a.toc.compressed + (a.tarSplit?.compressed ?? 0) + ADJACENT_GAP;
   const bytes = adjacent ? await blob.read(span.start, span.end) : undefined;
   const section = async (s: BlobSection) => (bytes ? slice(bytes, span.start, s) : blob.read(s.offset, s.offset + s.compressed));
-  const tocZ = await section(a.toc);
-  const actual = sha256Digest(tocZ);
-  if (actual !== a.tocDigest) {
-    throw formatError('DIGEST_MISMATCH', `TOC digest mismatch: the annotation says ${a.tocDigest}, the bytes at [${a.toc.offset}, ${a.toc.offset + a.toc.compressed}) hash to ${actual}`);
-  }
-  const tocJson = decompressFrames(tocZ, MAX_TOC_SIZE, 'TOC').toString('utf8');
-  const doc = decodeToc(tocJson);
-  const toc = buildLayerToc(doc, a.tocDigest, a.toc.offset - 8);
+  const { toc, tocJson } = tocFromBytes(await section(a.toc), a);
   const layer: ChunkedLayer = { annotations: a, toc, tocJson };
   if (toc.tarSplitDigest === undefined) return layer;
   if (!a.tarSplit) {
@@ -88,6 +81,19 @@ export async function openChunkedLayer(blob: BlobReader, annotations: Readonly<R
   layer.tarSplit = tarSplit;
   layer.diffSize = tarSizeFromTarSplit(tarSplit);
   return layer;
+}
+
+/**
+ * The TOC from its compressed bytes (the TOC section the annotations describe): they must hash to the annotated
+ * digest before they are even decompressed; then decoded and validated.
+ */
+export function tocFromBytes(tocZ: Buffer, a: ChunkedAnnotations): { toc: LayerToc; tocJson: string } {
+  const actual = sha256Digest(tocZ);
+  if (actual !== a.tocDigest) {
+    throw formatError('DIGEST_MISMATCH', `TOC digest mismatch: the annotation says ${a.tocDigest}, the bytes at [${a.toc.offset}, ${a.toc.offset + a.toc.compressed}) hash to ${actual}`);
+  }
+  const tocJson = decompressFrames(tocZ, MAX_TOC_SIZE, 'TOC').toString('utf8');
+  return { toc: buildLayerToc(decodeToc(tocJson), a.tocDigest, a.toc.offset - 8), tocJson };
 }
 
 /** Every tar header in the tar-split has a TOC entry with the same metadata, and vice versa. */

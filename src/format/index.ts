@@ -14,7 +14,7 @@ export {
   type TarSplitEntry, type ContentGetter, type RebuiltTar,
 } from './tarsplit.js';
 export {
-  openChunkedLayer, ensureTocMatchesTarSplit, verifyChunk, verifyChunkBytes, zerosDigest, readChunk, readFile, verifyChunkedLayer,
+  openChunkedLayer, tocFromBytes, ensureTocMatchesTarSplit, verifyChunk, verifyChunkBytes, zerosDigest, readChunk, readFile, verifyChunkedLayer,
   type BlobReader, type ChunkedLayer, type LayerVerification, type ChunkSpec,
 } from './chunked-reader.js';
 export { readTar, type TarEvent, type TarHeader, type TarTime, type TocEntryType } from './tar.js';

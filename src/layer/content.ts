@@ -258,6 +258,7 @@ export class LayerContent {
       this.opts.onFetch?.(Number(process.hrtime.bigint() - t0) / 1e9, bytes, ok, background);
     }
     const writes: Promise<void>[] = [];
+    let fetched = 0;
     let sinceYield = 0;
     for (const [k, b] of items.entries()) {
       // Decompressing and hashing a 2 MiB batch is ~10 ms of CPU: let waiting FUSE requests in between chunks.
@@ -267,7 +268,7 @@ export class LayerContent {
       }
       sinceYield += b.chunk.size;
       const compressed = buffers[k]!;
-      this.stats.fetchedBytes += compressed.length;
+      fetched += compressed.length;
       try {
         if (compressed.length !== b.chunk.end - b.chunk.start) throw new Error(`source returned ${compressed.length} bytes for ${b.chunk.end - b.chunk.start}`);
         const data = verifyChunkBytes(this.where(b.node, b.chunk), b.chunk, compressed);
@@ -282,7 +283,8 @@ export class LayerContent {
       }
     }
     // Background fetches are done when their chunks are on disk (a layer is "fully local" only then).
-    return { bytes: items.reduce((n, b) => n + b.chunk.end - b.chunk.start, 0), writes };
+    this.stats.fetchedBytes += fetched;
+    return { bytes: fetched, writes };
   }
 
   /** Verify a zero chunk's digest; undefined stands for "zeros" (read() makes the slice it needs). */

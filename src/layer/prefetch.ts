@@ -16,11 +16,11 @@ const MAX_UNWRITTEN = 64 << 20;
 export class BackgroundScheduler {
   private running = 0;
   private readonly contents = new Set<LayerContent>();
-  private lastActivity = -1;
   /** Acquirers waiting, by rank. */
   private readonly waiting = [0, 0, 0];
   /** Layers whose rank-0 work is not done yet (see rank0Start). */
   private rank0Layers = 0;
+  private lastActivity = -1;
   private lastActivityAt = 0;
 
   constructor(
@@ -63,9 +63,10 @@ export class BackgroundScheduler {
     return now - this.lastActivityAt >= (this.opts.quietMs ?? 250);
   }
 
-  /** Resolve once the store is idle (see idle()); CPU-heavy background work awaits this between pieces. */
-  async whenIdle(): Promise<void> {
-    while (!this.idle()) await new Promise((r) => setTimeout(r, this.opts.pollMs ?? 10));
+  /** Resolve once the store is idle (see idle()), or after `maxMs` at the latest. */
+  async whenIdle(maxMs = Infinity): Promise<void> {
+    const until = Date.now() + maxMs;
+    while (!this.idle() && Date.now() < until) await new Promise((r) => setTimeout(r, this.opts.pollMs ?? 10));
   }
 
   /**
@@ -129,15 +130,10 @@ export class BackgroundScheduler {
    * waits for it) neither waits for idleness nor pauses.
    */
   async slot<T>(work: (pace: () => Promise<void>) => Promise<T>, urgent = false): Promise<T> {
-    const poll = this.opts.pollMs ?? 10;
     const maxPause = this.opts.maxPauseMs ?? 1000;
-    const sleep = () => new Promise((r) => setTimeout(r, poll));
-    const idleOrLate = async () => {
-      const until = Date.now() + maxPause;
-      while (!urgent && !this.idle() && Date.now() < until) await sleep();
-    };
+    const idleOrLate = () => (urgent ? Promise.resolve() : this.whenIdle(maxPause));
     const take = async () => {
-      while (this.running >= this.concurrency) await sleep();
+      while (this.running >= this.concurrency) await new Promise((r) => setTimeout(r, this.opts.pollMs ?? 10));
       this.running++;
     };
     await idleOrLate();
@@ -174,8 +170,8 @@ export interface PrefetchProgress {
 
 /**
  * Makes a whole layer local in the background, so it survives a registry outage, in the order that helps a
- * starting container most: files read first last time and files the image hints (`firstNodes`), then small files (each would cost a round trip), then the
- * rest, in blob order within each group. A batch gathers consecutive chunks of many files up to the scheduler's
+ * starting container most: files read first last time and files the image hints (`firstNodes`), then small
+ * files (each would cost a round trip), then the rest, in blob order within each group. A batch gathers consecutive chunks of many files up to the scheduler's
  * budget; the source turns neighbouring ranges into one multi-range request, so hundreds of small files arrive
  * in one round trip.
  */
@@ -230,7 +226,7 @@ export class LayerPrefetcher {
     const rank0Done = lastRank0 >= 0 ? this.scheduler.rank0Start() : () => {};
     const rank0Batches: Promise<void>[] = [];
     let rank0Issued = lastRank0 < 0;
-    const inflight = new Set<Promise<void>>();
+    const batches: Promise<void>[] = [];
     const written: Promise<void>[] = [];
     let failure: { err: unknown } | undefined;
     let next = 0;
@@ -261,8 +257,7 @@ export class LayerPrefetcher {
             (r) => { this.progress.fetchedBytes += r.bytes; written.push(r.written); },
             (err: unknown) => { failure ??= { err }; },
           ).finally(release);
-          inflight.add(p);
-          void p.finally(() => inflight.delete(p));
+          batches.push(p);
           if (rank === 0) rank0Batches.push(p);
         }
         if (!rank0Issued && next > lastRank0) {
@@ -271,7 +266,7 @@ export class LayerPrefetcher {
           void Promise.all(rank0Batches).finally(rank0Done);
         }
       }
-      await Promise.all(inflight);
+      await Promise.all(batches); // they never reject: a failure is kept in `failure`
     } finally {
       rank0Done();
     }

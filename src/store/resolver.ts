@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { open, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { LRUCache } from 'lru-cache';
 import { layerKind, MEDIA_TYPE_SENTINEL, openChunkedLayer, parsePrefetchHint, type ChunkedLayer } from '../format/index.js';
 import {
@@ -324,7 +324,7 @@ export class Resolver {
     // The record must name this TOC too: a blob could hold a second TOC and tar-split that another manifest's
     // annotations point at, and only the proven pair is proven.
     if (data.proof.state === 'pending' && proven?.diffID === diffID && proven.size === diffSize && proven.toc === layer.toc.tocDigest) {
-      data.proof = { state: 'proven', detail: 'proven before (the blob digest fixes every byte the proof reads)' };
+      data.proof = { state: 'proven', detail: 'proven before (blob and TOC digest fix every byte the proof reads)' };
     }
     if (this.opts.scheduler) {
       this.opts.scheduler.register(content);
@@ -456,14 +456,19 @@ class AccessLog {
   constructor(private readonly dir: string | undefined, private readonly tocDigest: string, private readonly tree: LayerTree) {}
 
   private get file(): string | undefined {
-    return this.dir ? `${this.dir}/${this.tocDigest.slice(7)}.json` : undefined;
+    return AccessLog.fileOf(this.dir, this.tocDigest);
+  }
+
+  private static fileOf(dir: string | undefined, tocDigest: string | undefined): string | undefined {
+    return dir && tocDigest && /^sha256:[0-9a-f]{64}$/.test(tocDigest) ? join(dir, `${tocDigest.slice(7)}.json`) : undefined;
   }
 
   /** The paths a previous run recorded for the layer with this TOC digest ([] if none or unreadable). */
   static async read(dir: string | undefined, tocDigest: string | undefined): Promise<string[]> {
-    if (!dir || !tocDigest || !/^sha256:[0-9a-f]{64}$/.test(tocDigest)) return [];
+    const file = AccessLog.fileOf(dir, tocDigest);
+    if (!file) return [];
     try {
-      const paths = JSON.parse(await readFile(`${dir}/${tocDigest.slice(7)}.json`, 'utf8')) as unknown;
+      const paths = JSON.parse(await readFile(file, 'utf8')) as unknown;
       return Array.isArray(paths) ? paths.filter((p): p is string => typeof p === 'string') : [];
     } catch {
       return [];
@@ -491,14 +496,8 @@ class AccessLog {
   }
 
   private async save(): Promise<void> {
-    try {
-      await mkdir(this.dir!, { recursive: true });
-      const tmp = `${this.file}.tmp-${process.pid}`;
-      await writeFile(tmp, JSON.stringify(this.paths));
-      await rename(tmp, this.file!);
-    } catch {
-      // Only a lost priority hint.
-    }
+    // Failing only loses a priority hint.
+    await saveJson(this.file!, this.paths).catch(() => {});
   }
 }
 
@@ -525,13 +524,15 @@ class ProofRecords {
   }
 
   async record(blob: Digest, proven: { diffID: Digest; size: number; toc: string }): Promise<void> {
-    try {
-      await mkdir(this.dir, { recursive: true });
-      const tmp = `${this.file(blob)}.tmp-${process.pid}`;
-      await writeFile(tmp, JSON.stringify({ diffID: proven.diffID, size: proven.size, toc: proven.toc }));
-      await rename(tmp, this.file(blob));
-    } catch {
-      // Only costs a second proof after the next restart.
-    }
+    // Failing only costs a second proof after the next restart.
+    await saveJson(this.file(blob), { diffID: proven.diffID, size: proven.size, toc: proven.toc }).catch(() => {});
   }
+}
+
+/** Write a small state file whole (temporary file + rename), creating its directory. */
+async function saveJson(file: string, value: unknown): Promise<void> {
+  await mkdir(dirname(file), { recursive: true });
+  const tmp = `${file}.tmp-${process.pid}`;
+  await writeFile(tmp, JSON.stringify(value));
+  await rename(tmp, file);
 }

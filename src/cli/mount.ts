@@ -17,5 +17,8 @@ export function registerMount(program: Command): void {
       const daemon = await startDaemon(cfg);
       process.stdout.write(`tocfs: serving ${cfg.mountpoint}\nAdd to [storage.options] in storage.conf:\n  ${storageConfLine(cfg.mountpoint)}\n`);
       await daemon.closed;
+      // Prompt exit: whatever background work was under way resumes on the next start.
+      await Promise.race([daemon.stopped, new Promise((r) => setTimeout(r, 1500).unref())]);
+      process.exit(0);
     });
 }

@@ -29,6 +29,8 @@ export interface Config {
   diffidProof: 'background' | 'before-use' | 'off';
   /** A read whose data has not arrived within this bound fails with EIO (seconds). */
   fetchTimeoutSeconds: number;
+  /** How long a layer that failed to resolve is reported absent before it is tried again (seconds). */
+  failureTtlSeconds: number;
   /** host:port to serve Prometheus metrics on; off when unset. */
   metricsListen?: string;
   /** 'auto': readable lines on a terminal, JSON otherwise. */
@@ -51,6 +53,7 @@ export function defaultConfig(): Config {
     backgroundBatchBytes: 2 << 20,
     diffidProof: 'background',
     fetchTimeoutSeconds: 30,
+    failureTtlSeconds: 3,
     logFormat: 'auto',
   };
 }
@@ -130,6 +133,10 @@ export async function loadConfig(path: string | undefined): Promise<Config> {
         if (typeof v !== 'number' || !(v > 0) || v > 3600) throw new ConfigError('CONFIG_INVALID', `${file}: fetch_timeout must be a number of seconds between 0 and 3600`);
         cfg.fetchTimeoutSeconds = v;
         break;
+      case 'failure_ttl':
+        if (typeof v !== 'number' || !(v >= 0) || v > 3600) throw new ConfigError('CONFIG_INVALID', `${file}: failure_ttl must be a number of seconds from 0 to 3600`);
+        cfg.failureTtlSeconds = v;
+        break;
       case 'cache_dir': cfg.cacheDir = str(); break;
       case 'log_level': {
         const s = str();
@@ -138,7 +145,7 @@ export async function loadConfig(path: string | undefined): Promise<Config> {
         break;
       }
       default:
-        throw new ConfigError('CONFIG_INVALID', `${file}: unknown key "${k}" (known: mountpoint, root, memory_cache, disk_cache, cache_dir, readahead, background_fetch, background_concurrency, background_batch, diffid_proof, fetch_timeout, metrics_listen, registries_conf, log_level, log_format)`);
+        throw new ConfigError('CONFIG_INVALID', `${file}: unknown key "${k}" (known: mountpoint, root, memory_cache, disk_cache, cache_dir, readahead, background_fetch, background_concurrency, background_batch, diffid_proof, fetch_timeout, failure_ttl, metrics_listen, registries_conf, log_level, log_format)`);
     }
   }
   return cfg;

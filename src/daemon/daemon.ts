@@ -1,9 +1,9 @@
-import { mkdir } from 'node:fs/promises';
+import { chmod, mkdir, readdir } from 'node:fs/promises';
 import type { Server } from 'node:http';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { FuseSession } from '../fuse/index.js';
-import { BackgroundScheduler, ChunkCache, DiskCache } from '../layer/index.js';
+import { BackgroundScheduler, ChunkCache, closeLayerWork, DiskCache } from '../layer/index.js';
 import { RegistryClient } from '../registry/index.js';
 import { LayerStore, Resolver } from '../store/index.js';
 import { cacheDirOf, type Config } from './config.js';
@@ -18,6 +18,8 @@ export interface Daemon {
   logger: Logger;
   /** Resolves when the mount is gone (signal, unmount, or close()). */
   closed: Promise<void>;
+  /** Resolves once background work, workers and connections are stopped after the mount went away. */
+  stopped: Promise<void>;
   close(): Promise<void>;
 }
 
@@ -34,7 +36,7 @@ export async function startDaemon(cfg: Config, logger: Logger = createLogger(cfg
   await mkdir(cfg.mountpoint, { recursive: true }).catch((err: NodeJS.ErrnoException) => {
     if (err.code !== 'ENOTCONN') throw err;
   });
-  await mkdir(cfg.root, { recursive: true });
+  await securePrivateState(cfg, logger);
   const client = new RegistryClient({
     logger: logger.child({ component: 'registry' }),
     // Chunks of neighbouring files are separated only by their tar headers' frames: fetch them as one range
@@ -54,13 +56,15 @@ export async function startDaemon(cfg: Config, logger: Logger = createLogger(cfg
   const metrics = new Metrics(() => status());
   // The scheduler watches the session's request count (the session exists only after the resolver).
   let session: FuseSession | undefined;
+  // Stopping ends fetches in flight and background work at once (it resumes on the next start).
+  const stop = new AbortController();
+  const scheduler = new BackgroundScheduler(cfg.backgroundConcurrency, {
+    batchBytes: cfg.backgroundBatchBytes, busyBatchBytes: Math.min(256 << 10, cfg.backgroundBatchBytes),
+    activity: () => session?.stats.requests ?? 0,
+  });
   const resolver = new Resolver({
-    client, cache, blobDir: join(cfg.root, 'blobs'), readaheadBytes: cfg.readaheadBytes,
-    logger: logger.child({ component: 'store' }),
-    scheduler: new BackgroundScheduler(cfg.backgroundConcurrency, {
-      batchBytes: cfg.backgroundBatchBytes, busyBatchBytes: Math.min(256 << 10, cfg.backgroundBatchBytes),
-      activity: () => session?.stats.requests ?? 0,
-    }),
+    client, cache, blobDir: join(cfg.root, 'blobs'), indexDir: join(cfg.root, 'index'), readaheadBytes: cfg.readaheadBytes,
+    logger: logger.child({ component: 'store' }), scheduler, stop: stop.signal, failureTtlMs: cfg.failureTtlSeconds * 1000,
     backgroundFetch: cfg.backgroundFetch, proof: cfg.diffidProof, accessDir: join(cfg.root, 'access'), proofDir: join(cfg.root, 'proven'),
     fetchTimeoutMs: cfg.fetchTimeoutSeconds * 1000, onFetch: metrics.onFetch,
   });
@@ -84,7 +88,36 @@ export async function startDaemon(cfg: Config, logger: Logger = createLogger(cfg
     logger.info({ address: cfg.metricsListen }, 'metrics served at /metrics');
   }
   const closed = new Promise<void>((resolve) => session.once('close', () => resolve()));
-  closed.then(() => { for (const s of servers) s.close(); return client.close(); }).catch(() => {});
+  const shutdown = closed.then(async () => {
+    stop.abort();
+    scheduler.stop();
+    for (const s of servers) s.close();
+    await Promise.all([closeLayerWork(), client.close()]);
+  }).catch(() => {});
   logger.info({ mountpoint: cfg.mountpoint, root: cfg.root }, 'tocfs store mounted');
-  return { session, store, logger, closed, status, close: () => session.close() };
+  return { session, store, logger, closed, stopped: shutdown, status, close: () => session.close() };
+}
+
+/** State directories under the root: each holds data of every image (file contents, blobs, access patterns). */
+const STATE_DIRS = ['cache', 'blobs', 'access', 'proven', 'index'];
+
+/**
+ * The state root is root's alone (0700, files 0600): the cache and blobs hold files that images keep private, and
+ * any local user could read them from a 0755 tree. A root made by an earlier version is repaired here: its
+ * directories are closed (which is what protects the files), and the files of the small directories made private.
+ */
+async function securePrivateState(cfg: Config, logger: Logger): Promise<void> {
+  await mkdir(cfg.root, { recursive: true, mode: 0o700 });
+  const dirs = [cfg.root, ...STATE_DIRS.map((d) => join(cfg.root, d)), cacheDirOf(cfg)];
+  for (const d of new Set(dirs)) {
+    await chmod(d, 0o700).catch((err: NodeJS.ErrnoException) => {
+      if (err.code !== 'ENOENT') logger.warn({ dir: d, err: err.message }, `cannot make ${d} private (chmod 700): ${err.message}`);
+    });
+  }
+  for (const d of ['blobs', 'access', 'proven']) {
+    const dir = join(cfg.root, d);
+    for (const name of await readdir(dir).catch(() => [] as string[])) await chmod(join(dir, name), 0o600).catch(() => {});
+  }
+  const sub = join(cacheDirOf(cfg), 'sha256');
+  for (const name of await readdir(sub).catch(() => [] as string[])) await chmod(join(sub, name), 0o700).catch(() => {});
 }

@@ -5,7 +5,7 @@ import {
   checkSections, parseChunkedAnnotations, MAX_TOC_SIZE, type BlobSection, type ChunkedAnnotations,
 } from './annotations.js';
 import { formatError } from './errors.js';
-import { buildLayerToc, type LayerChunk, type LayerFile, type LayerToc } from './layer-toc.js';
+import { buildLayerToc, LIMITS, type LayerChunk, type LayerFile, type LayerToc } from './layer-toc.js';
 import { decodeToc, firstMetadataDifference, type TocEntry } from './metadata.js';
 import { decodeTarSplit, headersFromTarSplit, rebuildTar, tarSizeFromTarSplit, type TarSplitEntry } from './tarsplit.js';
 import { decompressFrames } from './zstd.js';
@@ -48,39 +48,70 @@ function slice(all: Buffer, base: number, s: BlobSection): Buffer {
   return all.subarray(s.offset - base, s.offset - base + s.compressed);
 }
 
+/** The compressed TOC and tar-split of a layer, as read from its blob (not verified yet). */
+export interface LayerSections {
+  annotations: ChunkedAnnotations;
+  tocZ: Buffer;
+  tarSplitZ?: Buffer;
+}
+
 /**
- * Open a layer from its descriptor annotations: one read covers the TOC and the tar-split (they are adjacent),
- * the TOC must hash to the annotated digest before it is even decompressed, the tar-split to the TOC's
- * tarSplitDigest, and both must describe the same files (c/storage's ensureTOCMatchesTarSplit).
+ * Read the TOC and tar-split sections a layer's annotations describe: one read covers both (writers put them next
+ * to each other). This is the I/O half of opening a layer; layerFromSections is the CPU half (the daemon runs it in
+ * a worker thread).
  */
-export async function openChunkedLayer(blob: BlobReader, annotations: Readonly<Record<string, string>>): Promise<ChunkedLayer> {
+export async function readLayerSections(blob: BlobReader, annotations: Readonly<Record<string, string>>): Promise<LayerSections> {
   const a = parseChunkedAnnotations(annotations);
   checkSections(a, blob.size);
   if (a.tarSplit && a.tarSplit.compressed > MAX_TARSPLIT_SIZE) {
     throw formatError('TOC_TOO_LARGE', `tar-split of ${a.tarSplit.compressed} compressed bytes exceeds the ${MAX_TARSPLIT_SIZE}-byte limit`);
   }
-  // Writers put the two sections next to each other: one read. Annotations that place them far apart would
-  // make that read fetch (and hold) the blob in between, so such sections are read one by one.
+  // Annotations that place the sections far apart would make a single read fetch (and hold) the blob in between,
+  // so such sections are read one by one.
   const span = sectionsOf(a);
   const adjacent = span.end - span.start <= a.toc.compressed + (a.tarSplit?.compressed ?? 0) + ADJACENT_GAP;
   const bytes = adjacent ? await blob.read(span.start, span.end) : undefined;
   const section = async (s: BlobSection) => (bytes ? slice(bytes, span.start, s) : blob.read(s.offset, s.offset + s.compressed));
-  const { toc, tocJson } = tocFromBytes(await section(a.toc), a);
+  const tocZ = await section(a.toc);
+  return { annotations: a, tocZ, ...(a.tarSplit ? { tarSplitZ: await section(a.tarSplit) } : {}) };
+}
+
+/**
+ * Open a layer from its descriptor annotations: the TOC must hash to the annotated digest before it is even
+ * decompressed, the tar-split to the TOC's tarSplitDigest, and both must describe the same files (c/storage's
+ * ensureTOCMatchesTarSplit).
+ */
+export async function openChunkedLayer(blob: BlobReader, annotations: Readonly<Record<string, string>>): Promise<ChunkedLayer> {
+  return layerFromSections(await readLayerSections(blob, annotations));
+}
+
+/** Verify, decompress (bounded by the declared sizes), parse and cross-check a layer's TOC and tar-split. */
+export async function layerFromSections(sections: LayerSections): Promise<ChunkedLayer> {
+  const a = sections.annotations;
+  const { toc, tocJson } = tocFromBytes(sections.tocZ, a);
   const layer: ChunkedLayer = { annotations: a, toc, tocJson };
   if (toc.tarSplitDigest === undefined) return layer;
-  if (!a.tarSplit) {
+  if (!a.tarSplit || !sections.tarSplitZ) {
     throw formatError('ANNOTATION_INVALID', 'the TOC requires a tar-split, but the tarsplit-position annotation does not describe one');
   }
-  const tsZ = await section(a.tarSplit);
+  const tsZ = sections.tarSplitZ;
   const tsDigest = sha256Digest(tsZ);
   if (tsDigest !== toc.tarSplitDigest) {
     throw formatError('DIGEST_MISMATCH', `tar-split digest mismatch: the TOC says ${toc.tarSplitDigest}, the bytes at [${a.tarSplit.offset}, ${a.tarSplit.offset + a.tarSplit.compressed}) hash to ${tsDigest}`);
   }
-  const tarSplit = decodeTarSplit(decompressFrames(tsZ, MAX_TARSPLIT_TEXT, 'tar-split').toString('utf8'));
+  const tarSplit = decodeTarSplit(decompressFrames(tsZ, declaredBound(a.tarSplit.uncompressed, MAX_TARSPLIT_TEXT), 'tar-split').toString('utf8'));
   await ensureTocMatchesTarSplit(toc, tarSplit);
   layer.tarSplit = tarSplit;
   layer.diffSize = tarSizeFromTarSplit(tarSplit);
   return layer;
+}
+
+/**
+ * How far a section may decompress: what its annotation declares (0 means "not declared"), never more than the
+ * hard limit. A TOC declared as 4 KiB that expands further is refused at 4 KiB, not at the 150 MiB limit.
+ */
+function declaredBound(declared: number, limit: number): number {
+  return declared > 0 ? Math.min(declared, limit) : limit;
 }
 
 /**
@@ -92,7 +123,7 @@ export function tocFromBytes(tocZ: Buffer, a: ChunkedAnnotations): { toc: LayerT
   if (actual !== a.tocDigest) {
     throw formatError('DIGEST_MISMATCH', `TOC digest mismatch: the annotation says ${a.tocDigest}, the bytes at [${a.toc.offset}, ${a.toc.offset + a.toc.compressed}) hash to ${actual}`);
   }
-  const tocJson = decompressFrames(tocZ, MAX_TOC_SIZE, 'TOC').toString('utf8');
+  const tocJson = decompressFrames(tocZ, declaredBound(a.toc.uncompressed, MAX_TOC_SIZE), 'TOC').toString('utf8');
   return { toc: buildLayerToc(decodeToc(tocJson), a.tocDigest, a.toc.offset - 8), tocJson };
 }
 
@@ -114,17 +145,35 @@ export async function ensureTocMatchesTarSplit(toc: LayerToc, tarSplit: readonly
 
 const zeroDigests = new Map<number, Digest>();
 const ZERO_PIECE = Buffer.alloc(1 << 20);
+const CHECKPOINT = 256 << 20;
+/** Hash states after every 256 MiB of zeros: a new size costs at most 256 MiB of hashing beyond what was done. */
+const zeroCheckpoints = [createHash('sha256')];
 
-/** sha256 of `size` zero bytes, memoised: zero chunks repeat sizes. */
+function feedZeros(h: ReturnType<typeof createHash>, n: number): void {
+  for (let left = n; left > 0; left -= ZERO_PIECE.length) h.update(ZERO_PIECE.subarray(0, Math.min(left, ZERO_PIECE.length)));
+}
+
+/**
+ * sha256 of `size` zero bytes, memoised. Sizes beyond LIMITS.maxZeroChunk are refused (buildLayerToc refuses such
+ * TOCs already): a "zeros" chunk declaring a terabyte must not cost minutes of hashing. A hole of 1 GiB still costs
+ * ~0.5 s of CPU the first time: the daemon asks a worker thread (layer/work.ts), never its FUSE thread.
+ */
 export function zerosDigest(size: number): Digest {
   let d = zeroDigests.get(size);
-  if (!d) {
-    // Hashed piece by piece: a hole may be larger than any Buffer can be.
-    const h = createHash('sha256');
-    for (let left = size; left > 0; left -= ZERO_PIECE.length) h.update(ZERO_PIECE.subarray(0, Math.min(left, ZERO_PIECE.length)));
-    d = `sha256:${h.digest('hex')}`;
-    if (zeroDigests.size < 1024) zeroDigests.set(size, d);
+  if (d) return d;
+  if (!(size >= 0) || size > LIMITS.maxZeroChunk) {
+    throw formatError('TOC_INVALID', `a zeros chunk of ${size} bytes exceeds the ${LIMITS.maxZeroChunk}-byte limit`);
   }
+  const k = Math.floor(size / CHECKPOINT);
+  while (zeroCheckpoints.length <= k) {
+    const h = zeroCheckpoints[zeroCheckpoints.length - 1]!.copy();
+    feedZeros(h, CHECKPOINT);
+    zeroCheckpoints.push(h);
+  }
+  const h = zeroCheckpoints[k]!.copy();
+  feedZeros(h, size - k * CHECKPOINT);
+  d = `sha256:${h.digest('hex')}`;
+  if (zeroDigests.size < 1024) zeroDigests.set(size, d);
   return d;
 }
 

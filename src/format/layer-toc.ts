@@ -63,6 +63,11 @@ export const LIMITS = {
   maxNameBytes: 255,
   maxXattrValue: 65536,
   maxFileSize: Number.MAX_SAFE_INTEGER,
+  /**
+   * Largest "zeros" chunk (a sparse hole): its digest is checked by hashing that many zeros (~0.5 s per GiB), so
+   * a TOC may not make us hash a terabyte. A layer beyond it is not served lazily; podman pulls it normally.
+   */
+  maxZeroChunk: 4 * 2 ** 30,
 };
 
 const EMPTY_DIGEST = sha256Digest(new Uint8Array(0));
@@ -192,8 +197,12 @@ function addChunk(f: LayerFile, e: TocEntry): void {
     digest = f.digest!;
   }
   if (e.chunkType !== undefined && e.chunkType !== 'zeros') throw invalid(e.name, `unknown chunkType ${JSON.stringify(e.chunkType)}`);
+  const size = chunked ? e.chunkSize! : f.size - fileOffset;
+  if (e.chunkType === 'zeros' && size > LIMITS.maxZeroChunk) {
+    throw invalid(e.name, `zeros chunk of ${size} bytes at file offset ${fileOffset} exceeds the ${LIMITS.maxZeroChunk}-byte limit for holes`);
+  }
   f.chunks.push({
-    fileOffset, size: chunked ? e.chunkSize! : f.size - fileOffset, start: e.offset, end: 0, digest,
+    fileOffset, size, start: e.offset, end: 0, digest,
     zeros: e.chunkType === 'zeros',
   });
 }

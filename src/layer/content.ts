@@ -1,7 +1,7 @@
-import { verifyChunkBytes, zerosDigest } from '../format/index.js';
 import { TocfsError } from '../util/index.js';
 import type { ChunkCache } from './cache.js';
 import type { ChunkView, LayerTree } from './tree.js';
+import { layerWork, type LayerWork } from './work.js';
 
 /** The seam to compressed bytes (design.md §2): a registry blob, a local file, a cache. */
 export interface BlobSource {
@@ -9,7 +9,10 @@ export interface BlobSource {
   readRanges(ranges: readonly { start: number; end: number }[], signal?: AbortSignal): Promise<Buffer[]>;
 }
 
-/** A read that cannot be served with verified bytes. The store answers EIO and logs `message`. */
+/**
+ * A read that cannot be served with verified bytes. The store answers EIO and logs `message`. Codes: FETCH_FAILED
+ * (the source did not deliver: transient), VERIFY_FAILED (bytes that do not match the TOC), TOO_BIG, EINTR.
+ */
 export class ContentError extends TocfsError {}
 
 export interface ContentLogger {
@@ -31,6 +34,10 @@ export interface ContentOptions {
   /** Called after every fetch from the source (for metrics). */
   onFetch?: (seconds: number, bytes: number, ok: boolean, background: boolean) => void;
   logger?: ContentLogger;
+  /** Worker threads for big chunks and holes (default: the process's). */
+  work?: LayerWork;
+  /** Aborted when the daemon stops: fetches in flight end at once. */
+  stop?: AbortSignal;
 }
 
 export interface ContentStats {
@@ -72,6 +79,7 @@ export class LayerContent {
   private readonly readahead: number;
   private readonly maxChunk: number;
   private readonly timeoutMs: number;
+  private readonly work: LayerWork;
   /** Foreground fetches in flight, and when the last one ended: background work yields to both. */
   foreground = 0;
   lastForegroundAt = 0;
@@ -85,6 +93,13 @@ export class LayerContent {
     this.readahead = opts.readaheadBytes ?? 4 << 20;
     this.maxChunk = opts.maxChunkBytes ?? MAX_CHUNK_DEFAULT;
     this.timeoutMs = opts.fetchTimeoutMs ?? 30_000;
+    this.work = opts.work ?? layerWork();
+  }
+
+  /** One whole verified chunk (the DiffID proof asks for the chunks the disk cache lacks). */
+  async chunkBytes(node: number, index: number): Promise<Buffer> {
+    const c = this.tree.chunk(node, index);
+    return Buffer.concat(await this.read(node, c.fileOffset, c.size, undefined, true));
   }
 
   /** Bytes [offset, offset+size) of regular file `node` (fewer at end of file), as verified slices. */
@@ -184,7 +199,7 @@ export class LayerContent {
     for (const i of wanted) {
       const c = this.tree.chunk(node, i);
       if (c.zeros) {
-        results.push(Promise.resolve().then(() => this.zeros(node, c)));
+        results.push(this.zeros(node, c));
         continue;
       }
       const cached = this.cache.get(c.digest);
@@ -231,12 +246,13 @@ export class LayerContent {
   private async fetch(batch: Pending[]): Promise<{ bytes: number; writes: Promise<void>[] }> {
     const tooBig = batch.filter((b) => b.chunk.size > this.maxChunk);
     for (const b of tooBig) {
-      b.reject(this.error(b.node, b.chunk, `chunk of ${b.chunk.size} bytes exceeds the ${this.maxChunk}-byte in-memory limit`));
+      b.reject(this.error(b.node, b.chunk, `chunk of ${b.chunk.size} bytes exceeds the ${this.maxChunk}-byte in-memory limit`, undefined, 'TOO_BIG'));
     }
     const items = batch.filter((b) => b.chunk.size <= this.maxChunk);
     if (items.length === 0) return { bytes: 0, writes: [] };
     let buffers: Buffer[];
-    const signal = AbortSignal.timeout(this.timeoutMs);
+    const timeout = AbortSignal.timeout(this.timeoutMs);
+    const signal = this.opts.stop ? AbortSignal.any([timeout, this.opts.stop]) : timeout;
     const background = items.every((b) => b.background);
     if (!background) this.foreground++;
     const t0 = process.hrtime.bigint();
@@ -246,8 +262,10 @@ export class LayerContent {
       buffers = await this.source.readRanges(items.map((b) => ({ start: b.chunk.start, end: b.chunk.end })), signal);
       ok = true;
     } catch (err) {
-      const why = signal.aborted ? `the registry did not deliver within ${this.timeoutMs / 1000} s` : `fetch failed: ${(err as Error).message}`;
-      for (const b of items) b.reject(this.error(b.node, b.chunk, why, err));
+      const why = this.opts.stop?.aborted ? 'the daemon is stopping'
+        : timeout.aborted ? `the registry did not deliver within ${this.timeoutMs / 1000} s (fetch_timeout); check the registry and the network, or raise fetch_timeout`
+          : `fetch failed: ${(err as Error).message}`;
+      for (const b of items) b.reject(this.error(b.node, b.chunk, why, err, 'FETCH_FAILED'));
       return { bytes: 0, writes: [] };
     } finally {
       if (!background) {
@@ -269,9 +287,13 @@ export class LayerContent {
       sinceYield += b.chunk.size;
       const compressed = buffers[k]!;
       fetched += compressed.length;
+      if (compressed.length !== b.chunk.end - b.chunk.start) {
+        b.reject(this.error(b.node, b.chunk, `source returned ${compressed.length} bytes for ${b.chunk.end - b.chunk.start}`, undefined, 'FETCH_FAILED'));
+        continue;
+      }
       try {
-        if (compressed.length !== b.chunk.end - b.chunk.start) throw new Error(`source returned ${compressed.length} bytes for ${b.chunk.end - b.chunk.start}`);
-        const data = verifyChunkBytes(this.where(b.node, b.chunk), b.chunk, compressed);
+        // Big chunks are decompressed and hashed on a worker thread (a 512 MiB chunk is seconds of CPU).
+        const data = await this.work.verifyChunk(this.where(b.node, b.chunk), b.chunk, compressed);
         if (!b.background) this.cache.set(b.chunk.digest, data);
         const write = this.cache.disk?.put(b.chunk.digest, data);
         // Until the write is done, the disk cache serves the chunk from its queue (a reader never refetches it).
@@ -279,7 +301,7 @@ export class LayerContent {
         b.resolve(data);
       } catch (err) {
         this.stats.verifyFailures++;
-        b.reject(this.error(b.node, b.chunk, (err as Error).message, err));
+        b.reject(this.error(b.node, b.chunk, (err as Error).message, err, 'VERIFY_FAILED'));
       }
     }
     // Background fetches are done when their chunks are on disk (a layer is "fully local" only then).
@@ -287,11 +309,20 @@ export class LayerContent {
     return { bytes: fetched, writes };
   }
 
-  /** Verify a zero chunk's digest; undefined stands for "zeros" (read() makes the slice it needs). */
-  private zeros(node: number, c: ChunkView): undefined {
-    if (zerosDigest(c.size) !== c.digest) {
+  /**
+   * Verify a zero chunk's digest; undefined stands for "zeros" (read() makes the slice it needs). A big hole is
+   * hashed once, on a worker thread.
+   */
+  private async zeros(node: number, c: ChunkView): Promise<undefined> {
+    let digest: string;
+    try {
+      digest = await this.work.zerosDigest(c.size);
+    } catch (err) {
+      throw this.error(node, c, `cannot check a zeros chunk: ${(err as Error).message}`, err, 'VERIFY_FAILED');
+    }
+    if (digest !== c.digest) {
       this.stats.verifyFailures++;
-      throw this.error(node, c, `marked zeros, but its digest ${c.digest} is not that of ${c.size} zero bytes`);
+      throw this.error(node, c, `marked zeros, but its digest ${c.digest} is not that of ${c.size} zero bytes`, undefined, 'VERIFY_FAILED');
     }
     return undefined;
   }
@@ -300,10 +331,10 @@ export class LayerContent {
     return `${this.opts.name}: "${this.tree.pathOf(node)}" chunk at file offset ${c.fileOffset} (blob [${c.start}, ${c.end}))`;
   }
 
-  private error(node: number, c: ChunkView, why: string, cause?: unknown): ContentError {
+  private error(node: number, c: ChunkView, why: string, cause: unknown, code: 'FETCH_FAILED' | 'VERIFY_FAILED' | 'TOO_BIG'): ContentError {
     const msg = why.startsWith(this.opts.name) ? why : `${this.where(node, c)}: ${why}`;
     this.opts.logger?.error({ layer: this.opts.name, path: this.tree.pathOf(node), fileOffset: c.fileOffset, blobStart: c.start, blobEnd: c.end }, msg);
-    return new ContentError('EIO', msg, cause === undefined ? undefined : { cause });
+    return new ContentError(code, msg, cause === undefined ? undefined : { cause });
   }
 }
 

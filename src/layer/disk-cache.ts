@@ -1,6 +1,6 @@
-import { createHash } from 'node:crypto';
 import { mkdir, readdir, readFile, rename, rm, stat, statfs, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { layerWork } from './work.js';
 
 export interface DiskCacheStats {
   hits: number;
@@ -46,7 +46,7 @@ export class DiskCache {
 
   /** Default cap: a tenth of the filesystem holding `dir`. */
   static async defaultSize(dir: string): Promise<number> {
-    await mkdir(dir, { recursive: true });
+    await mkdir(dir, { recursive: true, mode: 0o700 });
     const s = await statfs(dir);
     return Math.floor((s.blocks * s.bsize) / 10);
   }
@@ -59,7 +59,8 @@ export class DiskCache {
 
   private async scan(): Promise<void> {
     const root = join(this.dir, 'sha256');
-    await mkdir(root, { recursive: true });
+    // Private: the cache holds every image's files, some of them readable only by root inside their image.
+    await mkdir(root, { recursive: true, mode: 0o700 });
     const found: { hex: string; size: number; atime: number }[] = [];
     for (const sub of await readdir(root)) {
       const d = join(root, sub);
@@ -112,19 +113,22 @@ export class DiskCache {
       this.stats.misses++;
       return undefined;
     }
-    let data: Buffer;
     const unpin = this.pin(digest);
+    let found: { data?: Buffer; corrupt?: boolean };
     try {
-      data = await readFile(this.path(hex));
-    } catch {
+      // Big chunks are read and hashed on a worker thread (hashing 64 MiB holds a thread ~40 ms).
+      found = await layerWork().readChunkFile(this.path(hex), hex, this.index.get(hex)!, () => readFile(this.path(hex)));
+    } finally {
+      unpin();
+    }
+    const data = found.data;
+    if (!data && !found.corrupt) {
       // Evicted by `tocfs gc` or removed by hand: a miss, the chunk is fetched again.
       this.forget(hex);
       this.stats.misses++;
       return undefined;
-    } finally {
-      unpin();
     }
-    if (createHash('sha256').update(data).digest('hex') !== hex) {
+    if (!data) {
       this.stats.corrupt++;
       this.logger?.warn({ digest, path: this.path(hex) }, `disk cache: ${this.path(hex)} does not match its digest; removed`);
       this.forget(hex);
@@ -184,10 +188,10 @@ export class DiskCache {
     const tmp = join(this.dir, 'sha256', sub, `.tmp-${process.pid}-${this.tmpSeq++}`);
     try {
       if (!this.dirs.has(sub)) {
-        await mkdir(join(this.dir, 'sha256', sub), { recursive: true });
+        await mkdir(join(this.dir, 'sha256', sub), { recursive: true, mode: 0o700 });
         this.dirs.add(sub);
       }
-      await writeFile(tmp, data);
+      await writeFile(tmp, data, { mode: 0o600 });
       await rename(tmp, final);
     } catch (err) {
       await rm(tmp, { force: true }).catch(() => {});

@@ -1,3 +1,4 @@
+import { TocfsError } from '../util/index.js';
 import type { LayerContent } from './content.js';
 import type { LayerTree } from './tree.js';
 import { S_IFMT, S_IFREG } from './tree.js';
@@ -21,6 +22,7 @@ export class BackgroundScheduler {
   /** Layers whose rank-0 work is not done yet (see rank0Start). */
   private rank0Layers = 0;
   private lastActivity = -1;
+  private stopped = false;
   private lastActivityAt = 0;
 
   constructor(
@@ -37,6 +39,15 @@ export class BackgroundScheduler {
 
   register(c: LayerContent): void {
     this.contents.add(c);
+  }
+
+  /** The daemon is stopping: every waiting and future acquire() and slot() rejects, pace() too. */
+  stop(): void {
+    this.stopped = true;
+  }
+
+  checkStopped(): void {
+    if (this.stopped) throw new TocfsError('STOPPED', 'the daemon is stopping; background work resumes on the next start');
   }
 
   /** A reader is fetching now, or was within the quiet period. */
@@ -66,7 +77,10 @@ export class BackgroundScheduler {
   /** Resolve once the store is idle (see idle()), or after `maxMs` at the latest. */
   async whenIdle(maxMs = Infinity): Promise<void> {
     const until = Date.now() + maxMs;
-    while (!this.idle() && Date.now() < until) await new Promise((r) => setTimeout(r, this.opts.pollMs ?? 10));
+    while (!this.idle() && Date.now() < until) {
+      this.checkStopped();
+      await new Promise((r) => setTimeout(r, this.opts.pollMs ?? 10));
+    }
   }
 
   /**
@@ -87,6 +101,7 @@ export class BackgroundScheduler {
   private async grant(rank: Rank): Promise<{ budget: number; release: () => void }> {
     const urgent = rank < 2;
     for (;;) {
+      this.checkStopped();
       const busy = !urgent && this.busy();
       // Across layers too, hinted and first-read files go before small files, and those before the rest.
       const better = this.waiting.slice(0, rank).some((n) => n > 0);
@@ -133,13 +148,18 @@ export class BackgroundScheduler {
     const maxPause = this.opts.maxPauseMs ?? 1000;
     const idleOrLate = () => (urgent ? Promise.resolve() : this.whenIdle(maxPause));
     const take = async () => {
-      while (this.running >= this.concurrency) await new Promise((r) => setTimeout(r, this.opts.pollMs ?? 10));
+      while (this.running >= this.concurrency) {
+        this.checkStopped();
+        await new Promise((r) => setTimeout(r, this.opts.pollMs ?? 10));
+      }
+      this.checkStopped();
       this.running++;
     };
     await idleOrLate();
     await take();
     let held = true;
     const pace = async (): Promise<void> => {
+      this.checkStopped();
       if (urgent || this.idle()) return;
       this.running--;
       held = false;
@@ -153,6 +173,16 @@ export class BackgroundScheduler {
       if (held) this.running--;
     }
   }
+}
+
+/** Chunks to fetch, in order: parallel arrays of `length` entries. */
+interface FetchOrder {
+  node: Uint32Array;
+  index: Uint32Array;
+  rank: Uint8Array;
+  /** Compressed bytes. */
+  bytes: Float64Array;
+  length: number;
 }
 
 /** Background priority: 0 hinted or read first last time, 1 small files, 2 the rest. */
@@ -191,28 +221,39 @@ export class LayerPrefetcher {
     return this.running;
   }
 
-  /** The layer's data chunks in fetch order. */
-  private order(): { node: number; index: number; bytes: number; digest: string; rank: Rank }[] {
-    const isFile = (n: number) => (this.tree.attr(n).mode & S_IFMT) === S_IFREG && this.tree.chunkCount(n) > 0;
-    const seen = new Set<number>();
+  /**
+   * The layer's data chunks in fetch order, as typed arrays: a layer of 200,000 files must not cost 200,000 objects
+   * (and their digest strings) on the thread serving FUSE.
+   */
+  private order(): FetchOrder {
+    const tree = this.tree;
+    const isFile = (n: number) => (tree.modeOf(n) & S_IFMT) === S_IFREG && tree.chunkCount(n) > 0;
+    const seen = new Uint8Array(tree.nodeCount);
     const files: number[] = [];
     const add = (n: number) => {
-      if (!seen.has(n) && isFile(n)) {
-        seen.add(n);
+      if (!seen[n] && isFile(n)) {
+        seen[n] = 1;
         files.push(n);
       }
     };
-    for (const n of this.opts.firstNodes ?? []) if (n < this.tree.nodeCount) add(n);
+    for (const n of this.opts.firstNodes ?? []) if (n < tree.nodeCount) add(n);
     const firstFiles = files.length;
-    for (let n = 0; n < this.tree.nodeCount; n++) if (isFile(n) && this.tree.attr(n).size <= SMALL_FILE) add(n);
+    for (let n = 0; n < tree.nodeCount; n++) if (isFile(n) && tree.sizeOf(n) <= SMALL_FILE) add(n);
     const urgentFiles = files.length;
-    for (let n = 0; n < this.tree.nodeCount; n++) add(n);
-    const out: { node: number; index: number; bytes: number; digest: string; rank: Rank }[] = [];
+    for (let n = 0; n < tree.nodeCount; n++) add(n);
+    let total = 0;
+    for (const f of files) total += tree.chunkCount(f);
+    const out: FetchOrder = { node: new Uint32Array(total), index: new Uint32Array(total), rank: new Uint8Array(total), bytes: new Float64Array(total), length: 0 };
     files.forEach((node, i) => {
       const rank: Rank = i < firstFiles ? 0 : i < urgentFiles ? 1 : 2;
-      for (let index = 0; index < this.tree.chunkCount(node); index++) {
-        const c = this.tree.chunk(node, index);
-        if (!c.zeros) out.push({ node, index, bytes: c.end - c.start, digest: c.digest, rank });
+      for (let index = 0; index < tree.chunkCount(node); index++) {
+        const c = tree.chunkRange(node, index);
+        if (c.zeros) continue;
+        const k = out.length++;
+        out.node[k] = node;
+        out.index[k] = index;
+        out.rank[k] = rank;
+        out.bytes[k] = c.end - c.start;
       }
     });
     return out;
@@ -222,7 +263,8 @@ export class LayerPrefetcher {
     const chunks = this.order();
     this.progress.state = 'running';
     this.progress.chunks = chunks.length;
-    const lastRank0 = chunks.findLastIndex((c) => c.rank === 0);
+    let lastRank0 = -1;
+    for (let k = 0; k < chunks.length; k++) if (chunks.rank[k] === 0) lastRank0 = k;
     const rank0Done = lastRank0 >= 0 ? this.scheduler.rank0Start() : () => {};
     const rank0Batches: Promise<void>[] = [];
     let rank0Issued = lastRank0 < 0;
@@ -235,18 +277,19 @@ export class LayerPrefetcher {
         // The slot is released once a batch is verified, before its chunks are on disk (small files are slow to
         // create: ~1.3 ms each here); the queue of unwritten chunks is bounded instead.
         while (this.content.pendingDiskBytes > MAX_UNWRITTEN) await new Promise((r) => setTimeout(r, 10));
-        const rank = chunks[next]!.rank;
+        const rank = chunks.rank[next] as Rank;
         const { budget, release } = await this.scheduler.acquire(rank);
         // Fill the batch with chunks that are not local yet (readers may have fetched some meanwhile); chunks of
         // different ranks never share a batch, so less urgent ones never ride on a better slot.
         const batch: { node: number; index: number }[] = [];
         let bytes = 0;
-        while (next < chunks.length && chunks[next]!.rank === rank && (batch.length === 0 || bytes + chunks[next]!.bytes <= budget)) {
-          const c = chunks[next++]!;
+        while (next < chunks.length && chunks.rank[next] === rank && (batch.length === 0 || bytes + chunks.bytes[next]! <= budget)) {
+          const k = next++;
+          const c = { node: chunks.node[k]!, index: chunks.index[k]! };
           this.progress.localChunks++;
-          if (this.content.isLocal(c.digest)) continue;
+          if (this.content.isLocal(this.tree.chunkDigest(c.node, c.index))) continue;
           batch.push(c);
-          bytes += c.bytes;
+          bytes += chunks.bytes[k]!;
         }
         if (batch.length === 0) {
           release();
@@ -282,6 +325,7 @@ export class LayerPrefetcher {
         return await this.content.fetchToDisk(batch);
       } catch (err) {
         onFailure?.();
+        this.scheduler.checkStopped();
         if (attempt >= (this.opts.retries ?? 5)) {
           this.progress.state = 'failed';
           this.progress.error = (err as Error).message;

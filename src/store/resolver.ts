@@ -2,10 +2,10 @@ import { createHash } from 'node:crypto';
 import { open, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { LRUCache } from 'lru-cache';
-import { layerKind, MEDIA_TYPE_SENTINEL, openChunkedLayer, parsePrefetchHint, type ChunkedLayer } from '../format/index.js';
+import { layerKind, MEDIA_TYPE_SENTINEL, parsePrefetchHint, readLayerSections, type LayerSections } from '../format/index.js';
 import {
-  ChunkCache, LayerContent, LayerPrefetcher, LayerTree, nodeAt, rebuildDiffId,
-  type BackgroundScheduler, type BlobSource, type ContentLogger,
+  ChunkCache, LayerContent, LayerPrefetcher, LayerTree, layerWork, nodeAt,
+  type BackgroundScheduler, type BlobSource, type ContentLogger, type IndexFiles, type LayerWork,
 } from '../layer/index.js';
 import {
   parseImageConfig, parseReference, withDigest, type Descriptor, type ImageManifest, type ImageReference, type RegistryClient,
@@ -24,11 +24,12 @@ interface Instance {
 
 export type ProofPolicy = 'background' | 'before-use' | 'off';
 
-/** A layer's verified TOC and tar-split, with the local state read while they were on the way. */
+/** A layer's verified tree (from its TOC and tar-split, or kept by an earlier run), with the local state read meanwhile. */
 interface EarlyToc {
   source: BlobSource;
-  layer: ChunkedLayer;
-  diffSize: number;
+  tree: LayerTree;
+  /** Where the layer's verified tar-split is kept (the proof reads it). */
+  files: IndexFiles | undefined;
   provenBefore: Promise<{ diffID: unknown; size: unknown; toc: unknown } | undefined>;
   readBefore: Promise<string[]>;
 }
@@ -54,9 +55,15 @@ export interface LayerData {
   ref: ImageReference;
   descriptor: Descriptor;
   diffID: Digest;
-  layer: ChunkedLayer;
+  /** The TOC digest (the annotation's, verified). */
+  tocDigest: Digest;
+  /** Exact size of the layer's tar. */
   diffSize: number;
+  /** Files, directories and links the TOC lists. */
+  entries: number;
   tree: LayerTree;
+  /** Where the verified tree and tar-split are kept. */
+  files: IndexFiles | undefined;
   content: LayerContent;
   source: BlobSource;
   /** Set once the whole blob was fetched and verified for `blob` reads. */
@@ -85,6 +92,15 @@ export interface ResolverOptions {
   cache: ChunkCache;
   /** Directory for verified blob copies (the `blob` file). */
   blobDir: string;
+  /**
+   * Where verified trees and tar-splits are kept per TOC digest: a restarted daemon loads a layer's tree in
+   * milliseconds instead of fetching and parsing its TOC again, and the DiffID proof reads the tar-split from here.
+   */
+  indexDir?: string;
+  /** Worker threads for TOCs, big chunks and proofs (default: the process's). */
+  work?: LayerWork;
+  /** Aborted when the daemon stops: fetches and background work end at once. */
+  stop?: AbortSignal;
   readaheadBytes?: number;
   logger?: ContentLogger & { info(obj: object, msg: string): void };
   /** How long a failed resolution is remembered before it is tried again (ms). */
@@ -114,6 +130,9 @@ export interface ResolveFailure {
 
 const TOC_ANNOTATION = 'io.github.containers.zstd-chunked.manifest-checksum';
 
+/** Proof failures that say nothing about the layer: it is tried again later instead of being quarantined. */
+const TRANSIENT_PROOF_ERRORS = new Set(['FETCH_FAILED', 'EINTR', 'STOPPED', 'POOL_CLOSED', 'WORKER_DIED', 'TARSPLIT_MISSING']);
+
 /**
  * Turns (ref, key) into a servable layer: manifest (index → host platform, every candidate searched), layer
  * descriptor by blob digest or TOC digest, TOC + tar-split fetched in one request and verified, tree built.
@@ -134,7 +153,9 @@ export class Resolver {
   constructor(private readonly opts: ResolverOptions) {
     this.images = new LRUCache({ max: 256, ttl: 10 * 60_000 });
     this.proofs = opts.proofDir ? new ProofRecords(opts.proofDir) : undefined;
-    this.failures = new LRUCache({ max: 4096, ttl: Math.max(1, opts.failureTtlMs ?? 30_000) });
+    // Short: a failure is often transient (a registry hiccup, a corrupted response), and while it is remembered
+    // podman sees the layer as absent (it then pulls it, which is correct but slow).
+    this.failures = new LRUCache({ max: 4096, ttl: Math.max(1, opts.failureTtlMs ?? 3_000) });
   }
 
   /** Forget remembered failures (new credentials arrived: what failed may work now). */
@@ -258,27 +279,58 @@ export class Resolver {
     return p;
   }
 
+  private get work(): LayerWork {
+    return this.opts.work ?? layerWork();
+  }
+
+  /** Files of the layer with this TOC digest under indexDir (undefined without an indexDir or a sane digest). */
+  private indexFiles(tocDigest: string | undefined): IndexFiles | undefined {
+    if (!this.opts.indexDir || !tocDigest || !/^sha256:[0-9a-f]{64}$/.test(tocDigest)) return undefined;
+    const base = join(this.opts.indexDir, tocDigest.slice(7));
+    return { index: `${base}.tree`, tarSplit: `${base}.tarsplit` };
+  }
+
   /**
-   * Fetch and verify a layer's TOC and tar-split (one range request). Local state is read while the TOC is on its
-   * way: awaiting a file read after the TOC arrived let the other layers' TOC processing run first, which delayed
-   * this layer's first background request by ~0.4 s during podman pull (bench:coldstart). The access log is keyed
-   * by the TOC digest, which the annotation names (and openChunkedLayer verifies).
+   * A layer's verified tree: kept by an earlier run (by TOC digest: no fetch at all), or its TOC and tar-split
+   * fetched in one range request and verified, parsed and built on a worker thread. Local state is read while the
+   * TOC is on its way: awaiting a file read after the TOC arrived let the other layers' TOC processing run first,
+   * which delayed this layer's first background request by ~0.4 s during podman pull (bench:coldstart).
    */
   private async readToc(ref: ImageReference, desc: Descriptor): Promise<EarlyToc> {
+    const tocDigest = desc.annotations?.[TOC_ANNOTATION];
     const provenBefore = this.proofs?.read(desc.digest) ?? Promise.resolve(undefined);
-    const readBefore = AccessLog.read(this.opts.accessDir, desc.annotations?.[TOC_ANNOTATION]);
+    const readBefore = AccessLog.read(this.opts.accessDir, tocDigest);
+    const files = this.indexFiles(tocDigest);
+    const kept = files ? this.work.loadIndex(files, tocDigest as Digest).catch(() => undefined) : Promise.resolve(undefined);
     const source = await this.opts.client.getBlobSource(ref, desc);
-    const reader = { size: desc.size, read: async (s: number, e: number) => (await source.readRanges([{ start: s, end: e }]))[0]! };
-    let layer: ChunkedLayer;
-    try {
-      layer = await openChunkedLayer(reader, desc.annotations ?? {});
-    } catch (err) {
-      throw new NotServable((err as TocfsError).code ?? 'TOC_INVALID', `${ref.string} layer ${desc.digest}: ${(err as Error).message}`, { cause: err });
+    let tree = await kept;
+    if (!tree) {
+      const reader = { size: desc.size, read: async (s: number, e: number) => (await source.readRanges([{ start: s, end: e }], this.opts.stop))[0]! };
+      tree = await this.openToc(ref, desc, reader, files);
     }
-    if (!layer.tarSplit || layer.diffSize === undefined) {
-      throw new NotServable('NO_TARSPLIT', `${ref.string} layer ${desc.digest} has no tar-split (written before c/storage 1.54?): its exact tar cannot be proven, so podman pulls it normally`);
+    return { source, tree, files, provenBefore, readBefore };
+  }
+
+  /** Fetch the TOC and tar-split and build the tree on a worker; a corrupted response is fetched once more. */
+  private async openToc(ref: ImageReference, desc: Descriptor, reader: { size: number; read(s: number, e: number): Promise<Buffer> }, files: IndexFiles | undefined): Promise<LayerTree> {
+    const what = `${ref.string} layer ${desc.digest}`;
+    for (let attempt = 0; ; attempt++) {
+      let sections: LayerSections;
+      try {
+        sections = await readLayerSections(reader, desc.annotations ?? {});
+      } catch (err) {
+        throw new NotServable((err as TocfsError).code ?? 'TOC_INVALID', `${what}: ${(err as Error).message}`, { cause: err });
+      }
+      try {
+        return (await this.work.openToc(sections, files)).tree;
+      } catch (err) {
+        const code = (err as TocfsError).code;
+        // Bytes that do not hash to the annotated digest may be a response damaged on the way: one more try.
+        if (attempt === 0 && code === 'DIGEST_MISMATCH') continue;
+        const why = code === 'WORKER_OUT_OF_MEMORY' ? `its TOC is too large to process (${(err as Error).message}); podman pulls it normally` : (err as Error).message;
+        throw new NotServable(code ?? 'TOC_INVALID', `${what}: ${why}`, { cause: err });
+      }
     }
-    return { source, layer, diffSize: layer.diffSize, provenBefore, readBefore };
   }
 
   /**
@@ -299,22 +351,23 @@ export class Resolver {
     const id = `${ref.string}\0${desc.digest}`;
     const early = this.earlyTocs.get(id);
     this.earlyTocs.delete(id);
-    const { source, layer, diffSize, provenBefore, readBefore } = await (early ?? this.readToc(ref, desc));
-    const tree = new LayerTree(layer.toc);
+    const { source, tree, files, provenBefore, readBefore } = await (early ?? this.readToc(ref, desc));
+    const { tocDigest, diffSize, tocEntries } = tree.meta;
     const name = `${ref.string} layer ${desc.digest}`;
-    const access = new AccessLog(this.opts.accessDir, layer.toc.tocDigest, tree);
+    const access = new AccessLog(this.opts.accessDir, tocDigest, tree);
     const content = new LayerContent(tree, source, this.opts.cache, {
       name, ...(this.opts.readaheadBytes !== undefined ? { readaheadBytes: this.opts.readaheadBytes } : {}),
       ...(this.opts.logger ? { logger: this.opts.logger } : {}),
       ...(this.opts.fetchTimeoutMs !== undefined ? { fetchTimeoutMs: this.opts.fetchTimeoutMs } : {}),
       onFirstRead: (node) => access.record(node),
+      ...(this.opts.work ? { work: this.opts.work } : {}), ...(this.opts.stop ? { stop: this.opts.stop } : {}),
       ...(this.opts.onFetch ? { onFetch: this.opts.onFetch } : {}),
     });
     const hinted = this.hintedNodes(ref, desc, tree);
-    this.opts.logger?.info({ ref: ref.string, layer: desc.digest, toc: layer.toc.tocDigest, entries: layer.toc.files.length, hinted: hinted.length }, 'layer resolved');
+    this.opts.logger?.info({ ref: ref.string, layer: desc.digest, toc: tocDigest, entries: tocEntries, hinted: hinted.length }, 'layer resolved');
     const policy = this.opts.proof ?? 'background';
     const data: LayerData = {
-      ref, descriptor: desc, diffID, layer, diffSize, tree, content, source,
+      ref, descriptor: desc, diffID, tocDigest, diffSize, entries: tocEntries, tree, files, content, source,
       isLocal: (d) => this.opts.cache.isLocal(d),
       hintedFiles: hinted.length,
       firstReads: () => access.recorded(),
@@ -323,7 +376,7 @@ export class Resolver {
     const proven = await provenBefore;
     // The record must name this TOC too: a blob could hold a second TOC and tar-split that another manifest's
     // annotations point at, and only the proven pair is proven.
-    if (data.proof.state === 'pending' && proven?.diffID === diffID && proven.size === diffSize && proven.toc === layer.toc.tocDigest) {
+    if (data.proof.state === 'pending' && proven?.diffID === diffID && proven.size === diffSize && proven.toc === tocDigest) {
       data.proof = { state: 'proven', detail: 'proven before (blob and TOC digest fix every byte the proof reads)' };
     }
     if (this.opts.scheduler) {
@@ -348,7 +401,12 @@ export class Resolver {
     }
   }
 
-  /** Background fetch, then the DiffID proof; failures are recorded, never thrown (a later lookup retries). */
+  /**
+   * Background fetch, then the DiffID proof. A proof that does not end in "proven" quarantines the layer, whatever
+   * the reason (a mismatch, a CRC or size error, a chunk that fails verification, a tar-split naming a file the
+   * tree lacks): only a transient failure (the registry did not deliver, the daemon is stopping) leaves it to a
+   * later try. Nothing here throws.
+   */
   private async runBackground(data: LayerData): Promise<void> {
     const log = this.opts.logger;
     const what = `${data.ref.string} layer ${data.descriptor.digest}`;
@@ -357,25 +415,50 @@ export class Resolver {
         await data.prefetcher.start();
         log?.info({ ref: data.ref.string, layer: data.descriptor.digest, bytes: data.prefetcher.progress.fetchedBytes }, 'layer fully local');
       }
-      if (data.proof.state !== 'pending') return;
-      data.proof = { state: 'running' };
-      const rebuilt = this.opts.scheduler
-        // before-use: a lookup waits for the proof, so it neither waits for a quiet filesystem nor pauses.
-        ? await this.opts.scheduler.slot((pace) => rebuildDiffId(data.tree, data.content, data.layer.tarSplit!, pace), this.opts.proof === 'before-use')
-        : await rebuildDiffId(data.tree, data.content, data.layer.tarSplit!);
-      if (rebuilt.diffID === data.diffID && rebuilt.size === data.diffSize) {
-        data.proof = { state: 'proven' };
-        log?.info({ ref: data.ref.string, layer: data.descriptor.digest, diffID: data.diffID }, 'DiffID proven');
-        await this.proofs?.record(data.descriptor.digest, { ...rebuilt, toc: data.layer.toc.tocDigest });
-      } else {
-        data.proof = { state: 'mismatch', detail: `rebuilt tar is ${rebuilt.diffID} (${rebuilt.size} bytes)` };
-        data.quarantined = `${what}: QUARANTINED: its TOC and tar-split rebuild a tar with DiffID ${rebuilt.diffID} (${rebuilt.size} bytes), but the image config says ${data.diffID}; the layer's two views differ, so it is no longer served`;
-        log?.error({ ref: data.ref.string, layer: data.descriptor.digest, expected: data.diffID, actual: rebuilt.diffID }, data.quarantined);
-      }
     } catch (err) {
-      if (data.proof.state === 'running' || data.proof.state === 'pending') data.proof = { state: 'failed', detail: (err as Error).message };
-      log?.warn({ ref: data.ref.string, layer: data.descriptor.digest, err: (err as Error).message }, `${what}: background work stopped: ${(err as Error).message}`);
+      if (data.proof.state === 'pending') data.proof = { state: 'failed', detail: (err as Error).message };
+      log?.warn({ ref: data.ref.string, layer: data.descriptor.digest, err: (err as Error).message }, `${what}: background fetch stopped: ${(err as Error).message}`);
+      return;
     }
+    if (data.proof.state !== 'pending') return;
+    data.proof = { state: 'running' };
+    let rebuilt: { diffID: Digest; size: number };
+    try {
+      rebuilt = await this.prove(data);
+    } catch (err) {
+      const code = (err as TocfsError).code;
+      const message = (err as Error).message;
+      if (code !== undefined && TRANSIENT_PROOF_ERRORS.has(String(code))) {
+        data.proof = { state: 'failed', detail: message };
+        log?.warn({ ref: data.ref.string, layer: data.descriptor.digest, err: message }, `${what}: DiffID proof stopped (tried again after a restart): ${message}`);
+        return;
+      }
+      data.proof = { state: 'mismatch', detail: message };
+      this.quarantine(data, `${what}: QUARANTINED: its DiffID proof failed: ${message}; the layer's tar cannot be shown to be the one the image config names, so it is no longer served`);
+      return;
+    }
+    if (rebuilt.diffID === data.diffID && rebuilt.size === data.diffSize) {
+      data.proof = { state: 'proven' };
+      log?.info({ ref: data.ref.string, layer: data.descriptor.digest, diffID: data.diffID }, 'DiffID proven');
+      await this.proofs?.record(data.descriptor.digest, { ...rebuilt, toc: data.tocDigest });
+      return;
+    }
+    data.proof = { state: 'mismatch', detail: `rebuilt tar is ${rebuilt.diffID} (${rebuilt.size} bytes)` };
+    this.quarantine(data, `${what}: QUARANTINED: its TOC and tar-split rebuild a tar with DiffID ${rebuilt.diffID} (${rebuilt.size} bytes), but the image config says ${data.diffID}; the layer's two views differ, so it is no longer served`);
+  }
+
+  private quarantine(data: LayerData, message: string): void {
+    data.quarantined = message;
+    this.opts.logger?.error({ ref: data.ref.string, layer: data.descriptor.digest, expected: data.diffID }, message);
+  }
+
+  /** The proof on the proof worker (nice 19), paced by the scheduler like other background work. */
+  private async prove(data: LayerData): Promise<{ diffID: Digest; size: number }> {
+    if (!data.files) throw new TocfsError('TARSPLIT_MISSING', 'no index directory to keep the tar-split in');
+    const files = data.files;
+    const run = (pace: () => Promise<void>) => this.work.prove(data.tree, files.tarSplit, this.opts.cache.disk?.dir, (node, index) => data.content.chunkBytes(node, index), pace);
+    // before-use: a lookup waits for the proof, so it neither waits for a quiet filesystem nor pauses.
+    return this.opts.scheduler ? this.opts.scheduler.slot(run, this.opts.proof === 'before-use') : run(async () => {});
   }
 
   /** Forget early TOCs of an image that nobody will open (its config failed, or the layer has no DiffID). */
@@ -414,11 +497,11 @@ export class Resolver {
   }
 
   private async copyBlob(data: LayerData): Promise<string> {
-    await mkdir(this.opts.blobDir, { recursive: true });
+    await mkdir(this.opts.blobDir, { recursive: true, mode: 0o700 });
     const hex = data.descriptor.digest.slice(7);
     const final = join(this.opts.blobDir, hex);
     const tmp = `${final}.tmp-${process.pid}-${Date.now()}`;
-    const fh = await open(tmp, 'w');
+    const fh = await open(tmp, 'w', 0o600);
     const hash = createHash('sha256');
     try {
       const step = 8 << 20;
@@ -531,8 +614,8 @@ class ProofRecords {
 
 /** Write a small state file whole (temporary file + rename), creating its directory. */
 async function saveJson(file: string, value: unknown): Promise<void> {
-  await mkdir(dirname(file), { recursive: true });
+  await mkdir(dirname(file), { recursive: true, mode: 0o700 });
   const tmp = `${file}.tmp-${process.pid}`;
-  await writeFile(tmp, JSON.stringify(value));
+  await writeFile(tmp, JSON.stringify(value), { mode: 0o600 });
   await rename(tmp, file);
 }

@@ -106,6 +106,8 @@ export class LayerStore implements Operations {
   private readonly layerTtl: number;
   private readonly blobHandles = new Map<string, Promise<FileHandle>>();
   private readonly userNamespace: boolean;
+  /** Local-chunk counts of big layers (see localCounts). */
+  private readonly counts = new WeakMap<LayerData, LocalCounts & { at: number; running: boolean }>();
 
   constructor(private readonly opts: StoreOptions) {
     this.storeTtl = opts.storeTtl ?? 1;
@@ -124,7 +126,7 @@ export class LayerStore implements Operations {
       const { data } = dir;
       if (seen.has(data.descriptor.digest)) continue;
       seen.add(data.descriptor.digest);
-      out.push({ ref: dir.refName, blobDigest: data.descriptor.digest, tocDigest: data.layer.toc.tocDigest, paths: data.firstReads() });
+      out.push({ ref: dir.refName, blobDigest: data.descriptor.digest, tocDigest: data.tocDigest, paths: data.firstReads() });
     }
     return out;
   }
@@ -133,27 +135,11 @@ export class LayerStore implements Operations {
   status(): LayerStatus[] {
     return this.slots.map((dir) => {
       const { data } = dir;
-      const tree = data.tree;
-      let total = 0;
-      let local = 0;
-      let chunks = 0;
-      let localChunks = 0;
-      for (let n = 0; n < tree.nodeCount; n++) {
-        for (let i = 0; i < tree.chunkCount(n); i++) {
-          const c = tree.chunk(n, i);
-          if (c.zeros) continue;
-          chunks++;
-          total += c.end - c.start;
-          if (data.isLocal(c.digest)) {
-            localChunks++;
-            local += c.end - c.start;
-          }
-        }
-      }
+      const { chunks, localChunks, total, local } = this.localCounts(data);
       return {
         ref: dir.refName, key: dir.key, generation: dir.generation, blobDigest: data.descriptor.digest,
-        tocDigest: data.layer.toc.tocDigest, diffID: data.diffID, compressedSize: data.descriptor.size, diffSize: data.diffSize,
-        entries: data.layer.toc.files.length, chunks, localChunks, contentBytes: total, localBytes: local,
+        tocDigest: data.tocDigest, diffID: data.diffID, compressedSize: data.descriptor.size, diffSize: data.diffSize,
+        entries: data.entries, chunks, localChunks, contentBytes: total, localBytes: local,
         localPercent: total === 0 ? 100 : Math.round((local / total) * 1000) / 10,
         fetchedBytes: data.content.stats.fetchedBytes, servedBytes: data.content.stats.servedBytes,
         verifyFailures: data.content.stats.verifyFailures,
@@ -162,6 +148,31 @@ export class LayerStore implements Operations {
         uses: dir.uses, ...(data.quarantined ? { quarantined: data.quarantined } : {}),
       };
     });
+  }
+
+  /**
+   * How much of a layer is local. Counting walks every chunk (a digest string and a cache lookup each): done
+   * inline for ordinary layers, but for a big one (≥ 50k chunks, ~10 ms and more) in slices between FUSE requests,
+   * status showing the last complete count meanwhile.
+   */
+  private localCounts(data: LayerData): LocalCounts {
+    const tree = data.tree;
+    const known = this.counts.get(data);
+    if (tree.chunkTotal < 50_000) return countLocal(data, 0, tree.nodeCount, emptyCounts());
+    if (!known || (!known.running && Date.now() - known.at > 1000)) {
+      const next = known ?? { ...emptyCounts(), at: 0, running: false };
+      next.running = true;
+      this.counts.set(data, next);
+      void (async () => {
+        const c = emptyCounts();
+        for (let n = 0; n < tree.nodeCount; n += 5000) {
+          countLocal(data, n, Math.min(tree.nodeCount, n + 5000), c);
+          await new Promise((r) => setImmediate(r));
+        }
+        Object.assign(next, c, { at: Date.now(), running: false });
+      })();
+    }
+    return this.counts.get(data)!;
   }
 
   // ---- lookup and attributes ----
@@ -228,7 +239,7 @@ export class LayerStore implements Operations {
       case 'blob':
         return { ...base, mode: S_IFREG | 0o444, nlink: 1, size: n.dir.data.descriptor.size };
       case 'toc-digest':
-        return { ...base, mode: S_IFREG | 0o444, nlink: 1, size: n.dir.data.layer.toc.tocDigest.length };
+        return { ...base, mode: S_IFREG | 0o444, nlink: 1, size: n.dir.data.tocDigest.length };
     }
   }
 
@@ -276,7 +287,7 @@ export class LayerStore implements Operations {
       ino: this.nextIno++, slot: this.slots.length, refName: refNode.ref, key: name, generation, data, uses: 0,
       info: layerInfo(generation, {
         blobDigest: data.descriptor.digest, blobSize: data.descriptor.size, diffID: data.diffID, diffSize: data.diffSize,
-        tocDigest: data.layer.toc.tocDigest, uids: ids.uids, gids: ids.gids,
+        tocDigest: data.tocDigest, uids: ids.uids, gids: ids.gids,
       }),
       children: { diff: 0, info: this.nextIno++, blob: this.nextIno++, tocDigest: this.nextIno++ },
     };
@@ -298,12 +309,37 @@ export class LayerStore implements Operations {
   }
 
   readdirplus(ino: number, _fh: number, offset: number, sink: DirSink): void {
+    if (ino >= SLOT_SPAN) return this.readTreeDir(ino, offset, sink);
     const entries = this.listDir(ino);
     for (let i = offset; i < entries.length; i++) {
       const [name, child] = entries[i]!;
       const entry = name === '.' || name === '..' ? undefined : this.entryFor(ino, child);
       const attr = entry?.attr ?? this.attrFor(child);
       if (!sink.add(name, i + 1, attr.ino, attr.mode, entry)) return;
+    }
+  }
+
+  /**
+   * A layer directory from `offset` on: only the entries that fit this reply are decoded (building the whole list
+   * per request made listing a 200,000-entry directory quadratic).
+   */
+  private readTreeDir(ino: number, offset: number, sink: DirSink): void {
+    const dir = this.slotOf(ino);
+    const tree = dir.data.tree;
+    const node = ino % SLOT_SPAN;
+    if (!tree.isDir(node)) throw new Errno('ENOTDIR');
+    const base = (dir.slot + 1) * SLOT_SPAN;
+    const count = tree.childCount(node) + 2;
+    for (let i = offset; i < count; i++) {
+      if (i < 2) {
+        const child = i === 0 ? ino : node === 0 ? dir.ino : base + tree.parentOf(node);
+        const attr = this.attrFor(child);
+        if (!sink.add(i === 0 ? '.' : '..', i + 1, attr.ino, attr.mode, undefined)) return;
+        continue;
+      }
+      const c = tree.child(node, i - 2);
+      const entry = this.entryFor(ino, base + c.node);
+      if (!sink.add(c.name, i + 1, entry.attr.ino, entry.attr.mode, entry)) return;
     }
   }
 
@@ -319,19 +355,6 @@ export class LayerStore implements Operations {
 
   /** Entries of a directory as [name, ino], "." and ".." first. */
   private listDir(ino: number): [string, number][] {
-    if (ino >= SLOT_SPAN) {
-      const dir = this.slotOf(ino);
-      const tree = dir.data.tree;
-      const node = ino % SLOT_SPAN;
-      if (!tree.isDir(node)) throw new Errno('ENOTDIR');
-      const base = (dir.slot + 1) * SLOT_SPAN;
-      const out: [string, number][] = [['.', ino], ['..', node === 0 ? dir.ino : base + tree.parentOf(node)]];
-      for (let i = 0; i < tree.childCount(node); i++) {
-        const c = tree.child(node, i);
-        out.push([c.name, base + c.node]);
-      }
-      return out;
-    }
     const n = this.node(ino);
     switch (n.kind) {
       case 'root':
@@ -380,7 +403,7 @@ export class LayerStore implements Operations {
     const n = this.node(ino);
     switch (n.kind) {
       case 'info': return n.dir.info.subarray(offset, offset + size);
-      case 'toc-digest': return Buffer.from(n.dir.data.layer.toc.tocDigest).subarray(offset, offset + size);
+      case 'toc-digest': return Buffer.from(n.dir.data.tocDigest).subarray(offset, offset + size);
       case 'blob': return this.readBlob(n.dir, offset, size);
       default: throw new Errno('EISDIR');
     }
@@ -494,4 +517,33 @@ export function decodeRefName(name: string): string | undefined {
   const ref = Buffer.from(name, 'base64').toString('utf8');
   if (encodeRefName(ref) !== name || !/^[\x21-\x7e]+$/.test(ref)) return undefined;
   return ref;
+}
+
+interface LocalCounts {
+  chunks: number;
+  localChunks: number;
+  total: number;
+  local: number;
+}
+
+function emptyCounts(): LocalCounts {
+  return { chunks: 0, localChunks: 0, total: 0, local: 0 };
+}
+
+/** Add the data chunks of nodes [from, to) to `c`. */
+function countLocal(data: LayerData, from: number, to: number, c: LocalCounts): LocalCounts {
+  const tree = data.tree;
+  for (let n = from; n < to; n++) {
+    for (let i = 0; i < tree.chunkCount(n); i++) {
+      const r = tree.chunkRange(n, i);
+      if (r.zeros) continue;
+      c.chunks++;
+      c.total += r.end - r.start;
+      if (data.isLocal(tree.chunkDigest(n, i))) {
+        c.localChunks++;
+        c.local += r.end - r.start;
+      }
+    }
+  }
+  return c;
 }

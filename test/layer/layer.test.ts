@@ -26,7 +26,7 @@ class CountingSource implements BlobSource {
 async function openFixture(fx: Fixture, blob = readFileSync(fx.blobPath)) {
   const mem = { size: blob.length, read: async (s: number, e: number) => blob.subarray(s, e) };
   const layer = await openChunkedLayer(mem, fx.descriptor.annotations);
-  return { tree: new LayerTree(layer.toc), blob };
+  return { tree: LayerTree.fromToc(layer.toc), blob };
 }
 
 function resolve(tree: LayerTree, path: string): number {
@@ -170,7 +170,7 @@ describe('layer: content', () => {
       name: 'test/ref layer x', logger: { error: (_o, m) => errors.push(m), warn: () => {} },
     });
     await assert.rejects(content.read(resolve(tree, '/usr/share/text.txt'), 0, 4096), (e: ContentError) =>
-      e.code === 'EIO' && /test\/ref layer x: "\/usr\/share\/text\.txt" chunk at file offset 0 \(blob \[\d+, \d+\)\)/.test(e.message));
+      e.code === 'VERIFY_FAILED' && /test\/ref layer x: "\/usr\/share\/text\.txt" chunk at file offset 0 \(blob \[\d+, \d+\)\)/.test(e.message));
     assert.equal(errors.length, 1);
     const ok = await content.read(resolve(tree, '/etc/hostname'), 0, 100);
     assert.equal(Buffer.concat(ok).length, 6);

@@ -1,0 +1,141 @@
+import { createHash } from 'node:crypto';
+import { availableParallelism } from 'node:os';
+import { verifyChunkBytes, zerosDigest, type ChunkSpec, type LayerSections } from '../format/index.js';
+import { WorkerPool, type Digest } from '../util/index.js';
+import { adoptTreeIndex } from './tree-index.js';
+import { LayerTree } from './tree.js';
+import type { IndexFiles, ProofRequest } from './worker.js';
+
+export type { IndexFiles } from './worker.js';
+
+/**
+ * Work below this many bytes runs inline: posting to a worker costs ~0.1 ms, decompressing and hashing 256 KiB
+ * ~0.5 ms. Above it, a chunk (up to 512 MiB) would hold the FUSE thread for up to seconds.
+ */
+const INLINE_BYTES = 256 << 10;
+
+/**
+ * CPU work that grows with its input, on worker threads, so the thread serving FUSE never waits for it (issue:
+ * one hostile image froze every container on the node). Three pools, so that the kinds never queue behind each other:
+ *  - `toc`: TOC decode, validation, tar-split cross-check, tree build, index load (seconds for a 200k-entry TOC);
+ *  - `verify`: decompress + SHA-256 of big chunks and disk-cache loads (a reader waits for these);
+ *  - `proof`: the DiffID proof (minutes of hashing for a big layer), at the lowest CPU priority.
+ */
+export class LayerWork {
+  private readonly toc: WorkerPool;
+  private readonly verify: WorkerPool;
+  private readonly proof: WorkerPool;
+  private readonly zeroDigests = new Map<number, Promise<Digest>>();
+
+  constructor(opts: { threads?: number; tocHeapMb?: number } = {}) {
+    const script = new URL('./worker.js', import.meta.url);
+    const threads = opts.threads ?? Math.max(1, Math.min(4, availableParallelism()));
+    // A worker's heap holds one TOC's objects while it builds (~1 KiB per entry); the limit turns a hostile TOC into
+    // a refused layer instead of a daemon the kernel kills.
+    this.toc = new WorkerPool({ name: 'TOC worker', script, size: threads, nice: 5, idleExitMs: 30_000, resourceLimits: { maxOldGenerationSizeMb: opts.tocHeapMb ?? 2048 } });
+    this.verify = new WorkerPool({ name: 'chunk worker', script, size: threads, idleExitMs: 60_000, resourceLimits: { maxOldGenerationSizeMb: 256 } });
+    this.proof = new WorkerPool({ name: 'proof worker', script, size: 1, nice: 19, idleExitMs: 10_000, resourceLimits: { maxOldGenerationSizeMb: 2048 } });
+  }
+
+  /** Open a layer from its TOC and tar-split sections (verified, cross-checked, tree built and kept in `files`). */
+  async openToc(sections: LayerSections, files?: IndexFiles): Promise<{ tree: LayerTree; saved: boolean }> {
+    // Fresh copies: the sections may be views into a larger response buffer, which must not be transferred.
+    const tocZ = Buffer.from(sections.tocZ);
+    const tarSplitZ = sections.tarSplitZ ? Buffer.from(sections.tarSplitZ) : undefined;
+    const r = await this.toc.run<{ buffer: SharedArrayBuffer; saved: boolean }>('openToc', {
+      sections: { annotations: sections.annotations, tocZ, ...(tarSplitZ ? { tarSplitZ } : {}) }, ...(files ? { files } : {}),
+    }, { transfer: [...transferable(tocZ), ...(tarSplitZ ? transferable(tarSplitZ) : [])] });
+    return { tree: new LayerTree(adoptTreeIndex(r.buffer)), saved: r.saved };
+  }
+
+  /** The tree an earlier run kept for this TOC digest, if it is intact. */
+  async loadIndex(files: IndexFiles, tocDigest: Digest): Promise<LayerTree | undefined> {
+    const buffer = await this.toc.run<SharedArrayBuffer | undefined>('loadIndex', { files, tocDigest });
+    return buffer ? new LayerTree(adoptTreeIndex(buffer)) : undefined;
+  }
+
+  /** Decompress and verify one chunk (throws like verifyChunkBytes). */
+  async verifyChunk(where: string, spec: ChunkSpec, compressed: Buffer): Promise<Buffer> {
+    if (spec.size <= INLINE_BYTES) return verifyChunkBytes(where, spec, compressed);
+    const copy = Buffer.from(compressed);
+    const out = await this.verify.run<Uint8Array>('verifyChunk', { where, spec: { size: spec.size, digest: spec.digest, zeros: spec.zeros }, compressed: copy }, { transfer: transferable(copy) });
+    return Buffer.from(out.buffer, out.byteOffset, out.length);
+  }
+
+  /** A disk-cache file if it hashes to `hex`. */
+  async readChunkFile(path: string, hex: string, size: number, read: () => Promise<Buffer>): Promise<{ data?: Buffer; corrupt?: boolean }> {
+    if (size <= INLINE_BYTES) {
+      const data = await read().catch(() => undefined);
+      if (!data) return {};
+      return createHash('sha256').update(data).digest('hex') === hex ? { data } : { corrupt: true };
+    }
+    const r = await this.verify.run<{ data?: Uint8Array; corrupt?: boolean; missing?: boolean }>('readChunkFile', { path, hex });
+    if (r.data) return { data: Buffer.from(r.data.buffer, r.data.byteOffset, r.data.length) };
+    return r.corrupt ? { corrupt: true } : {};
+  }
+
+  /** sha256 of `size` zero bytes (refused beyond LIMITS.maxZeroChunk); big holes are hashed in a worker, once. */
+  zerosDigest(size: number): Promise<Digest> {
+    if (size <= INLINE_BYTES) return Promise.resolve().then(() => zerosDigest(size));
+    let p = this.zeroDigests.get(size);
+    if (!p) {
+      p = this.toc.run<Digest>('zerosDigest', { size });
+      this.zeroDigests.set(size, p);
+      p.catch(() => this.zeroDigests.delete(size));
+      if (this.zeroDigests.size > 1024) this.zeroDigests.delete(this.zeroDigests.keys().next().value!);
+    }
+    return p;
+  }
+
+  /**
+   * The DiffID proof of a layer in the proof worker. `chunk` supplies verified chunks the disk cache lacks; `pace`
+   * is awaited before every chunk (the scheduler holds the proof back while containers use the store).
+   */
+  prove(tree: LayerTree, tarSplitFile: string, cacheDir: string | undefined, chunk: (node: number, index: number) => Promise<Buffer>, pace: () => Promise<void>): Promise<{ diffID: Digest; size: number }> {
+    return this.proof.run('prove', { buffer: tree.index.buffer, tarSplitFile, ...(cacheDir ? { cacheDir } : {}) }, {
+      onRequest: async (body) => {
+        const req = body as ProofRequest;
+        if (req.kind === 'pace') {
+          await pace();
+          return { value: true };
+        }
+        const data = Buffer.from(await chunk(req.node, req.index));
+        return { value: data, transfer: transferable(data) };
+      },
+    });
+  }
+
+  /** Stop every worker (their tasks reject with POOL_CLOSED): the daemon is stopping. */
+  async close(): Promise<void> {
+    await Promise.all([this.toc.close(), this.verify.close(), this.proof.close()]);
+  }
+
+  get stats(): { tasks: number; crashes: number; workers: number } {
+    const pools = [this.toc, this.verify, this.proof];
+    return {
+      tasks: pools.reduce((n, p) => n + p.stats.tasks, 0),
+      crashes: pools.reduce((n, p) => n + p.stats.crashes, 0),
+      workers: pools.reduce((n, p) => n + p.workers, 0),
+    };
+  }
+}
+
+/** Only a buffer that owns all of its memory may be transferred (small Buffers share Node's 8 KiB pool). */
+function transferable(b: Buffer): ArrayBuffer[] {
+  return b.byteOffset === 0 && b.buffer.byteLength === b.length && !(b.buffer instanceof SharedArrayBuffer) ? [b.buffer as ArrayBuffer] : [];
+}
+
+let shared: LayerWork | undefined;
+
+/** The process's LayerWork (created on first use; the daemon closes it when it stops). */
+export function layerWork(): LayerWork {
+  shared ??= new LayerWork();
+  return shared;
+}
+
+/** Close the process's LayerWork, if it was started; a later layerWork() starts a new one. */
+export async function closeLayerWork(): Promise<void> {
+  const w = shared;
+  shared = undefined;
+  await w?.close();
+}

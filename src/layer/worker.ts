@@ -1,0 +1,165 @@
+// The worker-thread side of layer/work.ts: every task here grows with its input (TOC size, chunk size, layer size)
+// and so must never run on the thread serving FUSE. Loaded by URL from work.ts; not imported by anything.
+import { createHash } from 'node:crypto';
+import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import {
+  cleanAbsPath, decodeTarSplit, decompressFrames, layerFromSections, rebuildTar, verifyChunkBytes, zerosDigest,
+  type ChunkSpec, type LayerSections,
+} from '../format/index.js';
+import { serveTasks, sha256Digest, TocfsError, type TaskContext, type TaskResult } from '../util/index.js';
+import { buildTreeIndex } from './tree-build.js';
+import { nodeAt } from './proof.js';
+import { adoptTreeIndex, indexFileBytes, openTreeIndex } from './tree-index.js';
+import { LayerTree } from './tree.js';
+
+/** Where a layer's verified tree index and tar-split are kept (per TOC digest). */
+export interface IndexFiles {
+  index: string;
+  tarSplit: string;
+}
+
+/** The decompressed tar-split is one JS string: keep it under V8's limit. */
+const MAX_TARSPLIT_TEXT = (1 << 29) - 24;
+const PIECE = 1 << 20;
+const ZERO = Buffer.alloc(PIECE);
+
+/** A buffer to hand back: transferred when it owns its memory, copied once otherwise. */
+function handBack(b: Buffer): TaskResult {
+  const own = b.byteOffset === 0 && b.buffer.byteLength === b.length && !(b.buffer instanceof SharedArrayBuffer);
+  const out = own ? b : Buffer.from(b);
+  return { value: out, transfer: [out.buffer as ArrayBuffer] };
+}
+
+const asBuffer = (u: Uint8Array): Buffer => Buffer.from(u.buffer, u.byteOffset, u.length);
+
+/** Write a state file whole (temporary file + rename), readable by root only. */
+async function saveFile(file: string, data: Uint8Array | Uint8Array[]): Promise<void> {
+  await mkdir(dirname(file), { recursive: true, mode: 0o700 });
+  const tmp = `${file}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
+  try {
+    await writeFile(tmp, Array.isArray(data) ? Buffer.concat(data) : data, { mode: 0o600 });
+    await rename(tmp, file);
+  } catch (err) {
+    await rm(tmp, { force: true }).catch(() => {});
+    throw err;
+  }
+}
+
+/**
+ * Verify, decompress, parse and cross-check a layer's TOC and tar-split, build its tree index, and keep both on disk
+ * (tar-split first: an index file on disk always has its tar-split). Returns the index's shared buffer.
+ */
+async function openToc(input: { sections: LayerSections; files?: IndexFiles }): Promise<TaskResult> {
+  const s = input.sections;
+  const sections: LayerSections = {
+    annotations: s.annotations, tocZ: asBuffer(s.tocZ), ...(s.tarSplitZ ? { tarSplitZ: asBuffer(s.tarSplitZ) } : {}),
+  };
+  const layer = await layerFromSections(sections);
+  if (!layer.tarSplit || layer.diffSize === undefined || !layer.toc.tarSplitDigest || !sections.tarSplitZ) {
+    throw new TocfsError('NO_TARSPLIT', 'the layer has no tar-split (written before c/storage 1.54?): its exact tar cannot be proven, so podman pulls it normally');
+  }
+  const index = buildTreeIndex(layer.toc, { tocDigest: layer.toc.tocDigest, diffSize: layer.diffSize, tarSplitDigest: layer.toc.tarSplitDigest });
+  let saved = false;
+  if (input.files) {
+    try {
+      await saveFile(input.files.tarSplit, sections.tarSplitZ);
+      await saveFile(input.files.index, indexFileBytes(index));
+      saved = true;
+    } catch {
+      // Only costs a TOC fetch after the next restart; the proof then reports the missing tar-split.
+    }
+  }
+  return { value: { buffer: index.buffer, saved } };
+}
+
+/** A tree index kept by an earlier run, checked (size, checksum, TOC digest, tar-split present); undefined if unusable. */
+async function loadIndex(input: { files: IndexFiles; tocDigest: string }): Promise<TaskResult> {
+  let bytes: Buffer;
+  try {
+    bytes = await readFile(input.files.index);
+    await stat(input.files.tarSplit);
+  } catch {
+    return { value: undefined };
+  }
+  try {
+    const index = openTreeIndex(bytes, input.files.index);
+    if (index.meta.tocDigest !== input.tocDigest) throw new Error(`names TOC ${index.meta.tocDigest}`);
+    return { value: index.buffer };
+  } catch {
+    // Torn or from another version: rebuilt from the TOC (and written again).
+    await rm(input.files.index, { force: true }).catch(() => {});
+    return { value: undefined };
+  }
+}
+
+function verifyChunk(input: { where: string; spec: ChunkSpec; compressed: Uint8Array }): TaskResult {
+  return handBack(verifyChunkBytes(input.where, input.spec, asBuffer(input.compressed)));
+}
+
+/** A disk-cache file whose content hashes to `hex`, or undefined (missing or corrupt: the caller treats it as a miss). */
+async function readChunkFile(input: { path: string; hex: string }): Promise<TaskResult> {
+  const data = await readFile(input.path).catch(() => undefined);
+  if (!data) return { value: { missing: true } };
+  if (createHash('sha256').update(data).digest('hex') !== input.hex) return { value: { corrupt: true } };
+  return { value: { data }, transfer: [data.buffer as ArrayBuffer] };
+}
+
+/** What the proof task asks the main thread for. */
+export type ProofRequest = { kind: 'pace' } | { kind: 'chunk'; node: number; index: number };
+
+/**
+ * The DiffID proof (design.md §5): rebuild the layer's tar from its tar-split and verified contents and hash it.
+ * Chunks come from the disk cache (re-verified here) or, when missing, from the main thread, which fetches and
+ * verifies them like any read. Before every piece the main thread may hold the proof back (a busy filesystem).
+ */
+async function prove(input: { buffer: SharedArrayBuffer; tarSplitFile: string; cacheDir?: string }, ctx: TaskContext): Promise<TaskResult> {
+  const tree = new LayerTree(adoptTreeIndex(input.buffer));
+  const want = tree.meta.tarSplitDigest;
+  const tsZ = await readFile(input.tarSplitFile).catch((err: NodeJS.ErrnoException) => {
+    throw new TocfsError('TARSPLIT_MISSING', `the tar-split kept at ${input.tarSplitFile} cannot be read (${err.code ?? err.message}); it is fetched again after a restart`);
+  });
+  if (sha256Digest(tsZ) !== want) {
+    await rm(input.tarSplitFile, { force: true }).catch(() => {});
+    throw new TocfsError('TARSPLIT_MISSING', `the tar-split kept at ${input.tarSplitFile} does not hash to ${want} (removed; fetched again after a restart)`);
+  }
+  const tarSplit = decodeTarSplit(decompressFrames(tsZ, MAX_TARSPLIT_TEXT, 'tar-split').toString('utf8'));
+  const chunkOf = async (node: number, index: number): Promise<Buffer> => {
+    const c = tree.chunk(node, index);
+    if (input.cacheDir) {
+      const hex = c.digest.slice(7);
+      const data = await readFile(join(input.cacheDir, 'sha256', hex.slice(0, 2), hex)).catch(() => undefined);
+      if (data && data.length === c.size && createHash('sha256').update(data).digest('hex') === hex) return data;
+    }
+    return asBuffer(await ctx.request<Uint8Array>({ kind: 'chunk', node, index } satisfies ProofRequest));
+  };
+  const rebuilt = await rebuildTar(tarSplit, (name, size) => {
+    const path = cleanAbsPath(name);
+    const node = nodeAt(tree, path);
+    if (node === undefined) throw new TocfsError('PROOF_FAILED', `the tar-split names "${name}", which is not in the layer tree`);
+    return (async function* () {
+      let sent = 0;
+      for (let i = 0; i < tree.chunkCount(node) && sent < size; i++) {
+        await ctx.request({ kind: 'pace' } satisfies ProofRequest);
+        const c = tree.chunk(node, i);
+        if (c.zeros) {
+          if (zerosDigest(c.size) !== c.digest) throw new TocfsError('PROOF_FAILED', `"${path}": a zeros chunk's digest ${c.digest} is not that of ${c.size} zero bytes`);
+          for (let left = c.size; left > 0; left -= PIECE) yield ZERO.subarray(0, Math.min(left, PIECE));
+        } else {
+          yield await chunkOf(node, i);
+        }
+        sent += c.size;
+      }
+    })();
+  });
+  return { value: rebuilt };
+}
+
+serveTasks({
+  openToc: openToc as (input: never) => Promise<TaskResult>,
+  loadIndex: loadIndex as (input: never) => Promise<TaskResult>,
+  verifyChunk: verifyChunk as (input: never) => TaskResult,
+  readChunkFile: readChunkFile as (input: never) => Promise<TaskResult>,
+  zerosDigest: ((input: { size: number }) => ({ value: zerosDigest(input.size) })) as (input: never) => TaskResult,
+  prove: prove as (input: never, ctx: TaskContext) => Promise<TaskResult>,
+});

@@ -55,6 +55,28 @@ describe('format: hostile TOCs, tar-splits and annotations', function () {
     assert.equal((await open(rawToc())).toc.files.length, layer.toc.files.length);
   });
 
+  it('decompresses a TOC no further than the size its annotation declares, and says so', async () => {
+    const a = assemble(s.data, JSON.stringify(rawToc()));
+    const [off, len] = a.annotations[ANNOTATION_TOC_POSITION]!.split(':');
+    const declared = { ...a.annotations, [ANNOTATION_TOC_POSITION]: `${off}:${len}:256:1` };
+    await assert.rejects(openChunkedLayer(memBlob(a.blob), declared), formatErr('ZSTD_INVALID', /TOC: decompresses to more than the declared 256 bytes/));
+  });
+
+  it('refuses a zeros chunk beyond the 4 GiB hole limit before hashing anything', async () => {
+    const t = rawToc();
+    const big = entries(t).filter((e) => e.name === 'd/big');
+    const zeros = big.find((e) => e.chunkType === 'zeros')!;
+    const delta = 2 ** 40 - (zeros.chunkSize as number);
+    zeros.chunkSize = 2 ** 40;
+    for (const e of big) {
+      if (e.type === 'reg') e.size = (e.size as number) + delta;
+      else if ((e.chunkOffset as number) > (zeros.chunkOffset as number)) e.chunkOffset = (e.chunkOffset as number) + delta;
+    }
+    const t0 = Date.now();
+    await assert.rejects(open(t), formatErr('TOC_INVALID', /zeros chunk of 1099511627776 bytes .*exceeds the 4294967296-byte limit for holes/));
+    assert.ok(Date.now() - t0 < 1000);
+  });
+
   describe('TOC content rules (TOC_INVALID)', () => {
     const cases: Array<[string, (t: RawToc) => void, RegExp?]> = [
       ['a name climbing out with ../', (t) => { entry(t, 'd/empty').name = '../etc/passwd'; }, /climbs out/],

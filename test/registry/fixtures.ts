@@ -84,8 +84,9 @@ export interface BlackHole {
   stop(): Promise<void>;
 }
 
-/** A loopback TCP server that accepts connections and never sends a byte (a black-holed registry or token server). */
-export async function startBlackHole(): Promise<BlackHole> {
+/** A loopback TCP server that accepts connections and never sends a byte (a black-holed registry or token server);
+ * on `port` to take over the address of a server that just stopped. */
+export async function startBlackHole(port = 0): Promise<BlackHole> {
   const sockets = new Set<Socket>();
   let accepted = 0;
   const server = createNetServer((s) => {
@@ -95,10 +96,12 @@ export async function startBlackHole(): Promise<BlackHole> {
     s.on('close', () => sockets.delete(s));
     s.resume(); // read and drop whatever the client sends (a TLS hello, a request)
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, '127.0.0.1', resolve);
+  });
   return {
-    host: `127.0.0.1:${port}`,
+    host: `127.0.0.1:${(server.address() as AddressInfo).port}`,
     get accepted() { return accepted; },
     stop: () => new Promise<void>((resolve) => {
       for (const s of sockets) s.destroy();

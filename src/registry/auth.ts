@@ -4,8 +4,8 @@
 // requests for the same scope share one token fetch.
 import { LRUCache } from 'lru-cache';
 import { RegistryAuthError } from './errors.js';
-import { awaitShared, discard, HttpTransport, readLimited, redactUrl, TransientError, withRetries, type RegistryLogger,
-  type RetryPolicy } from './http.js';
+import { awaitShared, DEFAULT_FETCH_TIMEOUT_MS, discard, HttpTransport, readLimited, redactUrl, TransientError, withRetries, type Operation,
+  type RegistryLogger, type RetryPolicy } from './http.js';
 import type { CredentialResolver, FoundCredentials } from './credentials.js';
 import type { Endpoint } from './registries-conf.js';
 
@@ -79,6 +79,8 @@ export interface AuthenticatorOptions {
   logger: RegistryLogger;
   /** Clock (tests move it to expire tokens). */
   now?: () => number;
+  /** Bound of a token fetch (default DEFAULT_FETCH_TIMEOUT_MS). */
+  fetchTimeoutMs?: number;
 }
 
 const MIN_TOKEN_LIFETIME_S = 60;
@@ -150,7 +152,7 @@ export class Authenticator {
 
   /** The Authorization value for a request, or undefined when the host needs none (or is not known yet).
    * Credentials are looked up only when a token must be fetched (or a Basic header built), never per request. */
-  async authorization(origin: string, ep: Endpoint, scopes: readonly string[], signal: AbortSignal | undefined): Promise<string | undefined> {
+  async authorization(origin: string, ep: Endpoint, scopes: readonly string[], op: Operation): Promise<string | undefined> {
     const host = this.#hosts.get(origin);
     if (!host || host.kind === 'none') return undefined;
     const key = this.#key(origin, host.kind === 'basic' ? undefined : scopes, ep);
@@ -163,7 +165,7 @@ export class Authenticator {
       this.#inflight.set(key, pending);
       pending.then((t) => this.#tokens.set(key, t), () => undefined).finally(() => this.#inflight.delete(key));
     }
-    return (await awaitShared(pending, signal, `authenticating to ${ep.apiHost}`)).value;
+    return (await awaitShared(pending, { ...op, what: `${op.what}: authenticating to ${ep.apiHost}` })).value;
   }
 
   async #basic(ep: Endpoint): Promise<CachedToken> {
@@ -190,7 +192,10 @@ export class Authenticator {
     ep: Endpoint): Promise<CachedToken> {
     const what = `getting a token for ${ep.reference.name} from ${redactUrl(realm)}`;
     const creds = found?.credentials;
-    return withRetries(what, this.#opts.retry, undefined, this.#opts.logger, async (ctx) => {
+    // Shared by every request waiting for this token: bounded by the fetch timeout, not by one caller's limits.
+    const timeoutMs = this.#opts.fetchTimeoutMs ?? DEFAULT_FETCH_TIMEOUT_MS;
+    const op = { what, host: realm.host, limits: { deadline: Date.now() + timeoutMs }, timeoutMs };
+    return withRetries({ op, policy: this.#opts.retry, logger: this.#opts.logger }, async (ctx) => {
       const url = new URL(realm);
       let method: 'GET' | 'POST' = 'GET';
       const headers: Record<string, string> = {};

@@ -4,7 +4,7 @@
 import { LRUCache } from 'lru-cache';
 import type { Digest } from '../util/index.js';
 import { RangeResponseError, RegistryHttpError } from './errors.js';
-import { discard, header, readExactly, readLimited, redactUrl, TransientError, withRetries, type AttemptContext,
+import { discard, header, readExactly, readLimited, redactUrl, TransientError, withRetries, type AttemptContext, type Limits,
   type Response } from './http.js';
 import { multipartBoundary, parseContentRange, parseMultipartByteRanges } from './multipart.js';
 import type { Endpoint } from './registries-conf.js';
@@ -28,6 +28,9 @@ export interface BlobReaderOptions {
   fullBodyFallbackBytes: number;
   /** How long a redirect target is reused for the same blob (default 5 min; signed URLs expire). */
   redirectCacheTtlMs: number;
+  /** How long a host that refused a multi-range request (416/400, or 200 for a big blob) gets single-range
+   * requests only, before multi-range is tried again (default 10 min): a proxy or CDN hiccup is not forever. */
+  multiRangeRetryMs: number;
 }
 
 export const DEFAULT_BLOB_READER_OPTIONS: Readonly<BlobReaderOptions> = Object.freeze({
@@ -36,6 +39,7 @@ export const DEFAULT_BLOB_READER_OPTIONS: Readonly<BlobReaderOptions> = Object.f
   coalesceGapBytes: 0,
   fullBodyFallbackBytes: 1024 * 1024,
   redirectCacheTtlMs: 5 * 60_000,
+  multiRangeRetryMs: 10 * 60_000,
 });
 
 const MAX_REDIRECTS = 5;
@@ -57,8 +61,9 @@ export class BlobReader {
   readonly opts: BlobReaderOptions;
   readonly stats: BlobReaderStats = { requests: 0, multiRangeRequests: 0, singleRangeFallbacks: 0, redirectsFollowed: 0, redirectCacheHits: 0 };
   readonly #redirects: LRUCache<string, URL>;
-  /** API hosts that answered a multi-range request with 200/400/416 (directly or through their redirects). */
-  readonly #singleRangeOnly = new Set<string>();
+  /** API hosts that answered a multi-range request with 200/400/416 (directly or through their redirects), and
+   * until when (Date.now() ms) they get single-range requests only. */
+  readonly #singleRangeUntil = new Map<string, number>();
 
   constructor(session: RegistrySession, opts: Partial<BlobReaderOptions> = {}) {
     this.session = session;
@@ -116,10 +121,14 @@ export class BlobReader {
     return res;
   }
 
+  #retry<T>(ep: Endpoint, what: string, limits: Limits, fn: (ctx: AttemptContext) => Promise<T>): Promise<T> {
+    return withRetries({ op: this.session.op(ep, what, limits), policy: this.session.retry, logger: this.session.logger }, fn);
+  }
+
   /** Size of a blob from HEAD, or undefined if the registry does not have it. */
-  async stat(ep: Endpoint, digest: Digest, signal: AbortSignal | undefined): Promise<number | undefined> {
+  async stat(ep: Endpoint, digest: Digest, limits: Limits): Promise<number | undefined> {
     const what = `checking blob ${digest} in ${ep.reference.name}`;
-    return withRetries(what, this.session.retry, signal, this.session.logger, async (ctx) => {
+    return this.#retry(ep, what, limits, async (ctx) => {
       const res = await this.open(ep, digest, 'HEAD', {}, ctx, what);
       await discard(res);
       if (res.statusCode === 404) return undefined;
@@ -131,9 +140,9 @@ export class BlobReader {
   }
 
   /** The whole blob (bounded by `size`), as one request. */
-  async readAll(ep: Endpoint, digest: Digest, size: number, signal: AbortSignal | undefined): Promise<Buffer> {
+  async readAll(ep: Endpoint, digest: Digest, size: number, limits: Limits): Promise<Buffer> {
     const what = `reading blob ${digest} of ${ep.reference.name}`;
-    return withRetries(what, this.session.retry, signal, this.session.logger, async (ctx) => {
+    return this.#retry(ep, what, limits, async (ctx) => {
       const res = await this.open(ep, digest, 'GET', {}, ctx, what);
       if (res.statusCode !== 200) throw await unexpectedStatus(res, what);
       return readExactly(res.body, size, what, () => new RangeResponseError(`${what}: the registry sent more than the ${size} bytes expected`));
@@ -141,9 +150,9 @@ export class BlobReader {
   }
 
   /** Fetch one range (end exclusive) of a blob of `blobSize` bytes. */
-  async readRange(ep: Endpoint, digest: Digest, blobSize: number, range: ByteRange, signal: AbortSignal | undefined): Promise<Buffer> {
+  async readRange(ep: Endpoint, digest: Digest, blobSize: number, range: ByteRange, limits: Limits): Promise<Buffer> {
     const what = `reading bytes ${range.start}-${range.end - 1} of blob ${digest} of ${ep.reference.name}`;
-    return withRetries(what, this.session.retry, signal, this.session.logger, async (ctx) => {
+    return this.#retry(ep, what, limits, async (ctx) => {
       const res = await this.open(ep, digest, 'GET', { range: `bytes=${range.start}-${range.end - 1}` }, ctx, what);
       const length = range.end - range.start;
       const tooLong = (): Error => new RangeResponseError(`${what}: the registry sent more bytes than asked`);
@@ -191,19 +200,34 @@ export class BlobReader {
    * Fetch several ranges (sorted, non-overlapping) with one multi-range request where the server allows it.
    * Whatever the answer does not cover is fetched with single-range requests.
    */
-  async readRanges(ep: Endpoint, digest: Digest, blobSize: number, ranges: readonly ByteRange[], signal: AbortSignal | undefined): Promise<Buffer[]> {
-    if (ranges.length === 1) return [await this.readRange(ep, digest, blobSize, ranges[0]!, signal)];
+  async readRanges(ep: Endpoint, digest: Digest, blobSize: number, ranges: readonly ByteRange[], limits: Limits): Promise<Buffer[]> {
+    if (ranges.length === 1) return [await this.readRange(ep, digest, blobSize, ranges[0]!, limits)];
     const results: (Buffer | undefined)[] = new Array(ranges.length).fill(undefined);
-    if (!this.#singleRangeOnly.has(ep.apiHost)) {
+    if (this.#multiRangeAllowed(ep.apiHost)) {
       const what = `reading ${ranges.length} ranges of blob ${digest} of ${ep.reference.name}`;
-      const got = await withRetries(what, this.session.retry, signal, this.session.logger,
-        (ctx) => this.#multiRangeAttempt(ep, digest, blobSize, ranges, ctx, what));
+      const got = await this.#retry(ep, what, limits, (ctx) => this.#multiRangeAttempt(ep, digest, blobSize, ranges, ctx, what));
       got.forEach((b, i) => { results[i] = b; });
     }
     const missing = results.flatMap((b, i) => (b === undefined ? [i] : []));
     if (missing.length > 0) this.stats.singleRangeFallbacks += missing.length;
-    await Promise.all(missing.map(async (i) => { results[i] = await this.readRange(ep, digest, blobSize, ranges[i]!, signal); }));
+    await Promise.all(missing.map(async (i) => { results[i] = await this.readRange(ep, digest, blobSize, ranges[i]!, limits); }));
     return results as Buffer[];
+  }
+
+  /** False while a host's refusal of multi-range requests is recent; afterwards it gets another chance. */
+  #multiRangeAllowed(host: string): boolean {
+    const until = this.#singleRangeUntil.get(host);
+    if (until === undefined) return true;
+    if (Date.now() < until) return false;
+    this.#singleRangeUntil.delete(host);
+    return true;
+  }
+
+  #refusedMultiRange(host: string): void {
+    if (!this.#singleRangeUntil.has(host)) {
+      this.session.logger.warn({ host, retryInMs: this.opts.multiRangeRetryMs }, 'registry refuses multi-range requests; using single ranges for a while');
+    }
+    this.#singleRangeUntil.set(host, Date.now() + this.opts.multiRangeRetryMs);
   }
 
   async #multiRangeAttempt(ep: Endpoint, digest: Digest, blobSize: number, ranges: readonly ByteRange[], ctx: AttemptContext,
@@ -215,12 +239,12 @@ export class BlobReader {
     if (res.statusCode === 200) {
       if (blobSize <= this.opts.fullBodyFallbackBytes) return this.#sliceWholeBody(res, blobSize, ranges, what);
       res.body.destroy();
-      this.#singleRangeOnly.add(ep.apiHost);
+      this.#refusedMultiRange(ep.apiHost);
       return none();
     }
     if (res.statusCode === 400 || res.statusCode === 416) {
       await discard(res);
-      this.#singleRangeOnly.add(ep.apiHost);
+      this.#refusedMultiRange(ep.apiHost);
       return none();
     }
     if (res.statusCode !== 206) throw await unexpectedStatus(res, what);

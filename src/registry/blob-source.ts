@@ -5,6 +5,7 @@
 import type { Digest } from '../util/index.js';
 import type { BlobReader, ByteRange } from './blob-reader.js';
 import { InvalidRangeError } from './errors.js';
+import type { Limits } from './http.js';
 import type { Endpoint } from './registries-conf.js';
 import { shouldTryNextEndpoint } from './session.js';
 
@@ -15,9 +16,10 @@ export interface BlobSource {
   readonly size: number;
   /**
    * The bytes of each range (`end` exclusive), in the order asked. The buffers may share memory with each
-   * other; callers must not write to them.
+   * other; callers must not write to them. `signal` aborts the read; `deadline` (Date.now() ms) bounds it end to
+   * end, retries included (without one, the client's fetch timeout does).
    */
-  readRanges(ranges: readonly ByteRange[], signal?: AbortSignal): Promise<Buffer[]>;
+  readRanges(ranges: readonly ByteRange[], signal?: AbortSignal, deadline?: number): Promise<Buffer[]>;
 }
 
 /** One request's worth of merged ranges. */
@@ -96,12 +98,14 @@ export class RegistryBlobSource implements BlobSource {
     return this.#endpoints[this.#current]!;
   }
 
-  async readRanges(ranges: readonly ByteRange[], signal?: AbortSignal): Promise<Buffer[]> {
+  async readRanges(ranges: readonly ByteRange[], signal?: AbortSignal, deadline?: number): Promise<Buffer[]> {
     validateRanges(ranges, this.size, `blob ${this.digest}`);
+    // One deadline for the whole read: every batch, fallback and mirror shares it.
+    const limits: Limits = this.#reader.session.limits({ signal, deadline });
     if (ranges.length === 1 && ranges[0]!.end > ranges[0]!.start) {
       // The common case of one FUSE read: no planning, one request.
       const r = ranges[0]!;
-      return [await this.#withFallback((ep) => this.#reader.readRange(ep, this.digest, this.size, r, signal))];
+      return [await this.#withFallback((ep) => this.#reader.readRange(ep, this.digest, this.size, r, limits))];
     }
     const o = this.#reader.opts;
     const plan = planFetch(ranges, o.coalesceGapBytes, o.maxRangesPerRequest, o.maxBytesPerRequest);
@@ -110,7 +114,7 @@ export class RegistryBlobSource implements BlobSource {
     await Promise.all(plan.batches.map(async (batch) => {
       const first = index;
       index += batch.ranges.length;
-      const buffers = await this.#withFallback((ep) => this.#reader.readRanges(ep, this.digest, this.size, batch.ranges, signal));
+      const buffers = await this.#withFallback((ep) => this.#reader.readRanges(ep, this.digest, this.size, batch.ranges, limits));
       buffers.forEach((b, k) => { fetched[first + k] = b; });
     }));
     return ranges.map((r, i) => {

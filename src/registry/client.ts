@@ -8,13 +8,13 @@ import { BlobReader, type BlobReaderOptions, type BlobReaderStats } from './blob
 import { RegistryBlobSource } from './blob-source.js';
 import { CredentialResolver, CredentialStore, type CredentialLookupOptions } from './credentials.js';
 import { DigestMismatchError, ManifestError, RegistryNotFoundError } from './errors.js';
-import { awaitShared, DEFAULT_RETRY_POLICY, header, HttpTransport, readLimited, silentLogger, type RegistryLogger, type RetryPolicy,
-  type Timeouts } from './http.js';
+import { awaitShared, DEFAULT_RETRY_POLICY, header, HttpTransport, readLimited, silentLogger, type Limits, type RegistryLogger,
+  type RetryPolicy, type Timeouts } from './http.js';
 import { hostPlatform, MANIFEST_ACCEPT, MAX_MANIFEST_BYTES, parseImageConfig, parseManifest, selectPlatform, type Descriptor,
   type ImageConfig, type ImageIndex, type ImageManifest, type Manifest, type Platform } from './manifest.js';
 import { Pusher, type BlobData, type PushBlobOptions, type PushBlobResult } from './push.js';
 import { manifestSelector, parseReference, type ImageReference } from './reference.js';
-import { loadRegistriesConf, RegistriesConf, type Endpoint, type RegistriesConfPaths } from './registries-conf.js';
+import { DEFAULT_REGISTRIES_CONF, loadRegistriesConf, RegistriesConf, type Endpoint, type RegistriesConfPaths } from './registries-conf.js';
 import { RegistrySession, shouldTryNextEndpoint, unexpectedStatus } from './session.js';
 
 export interface RegistryClientOptions {
@@ -26,6 +26,11 @@ export interface RegistryClientOptions {
   credentialLookup?: CredentialLookupOptions;
   retry?: Partial<RetryPolicy>;
   timeouts?: Partial<Timeouts>;
+  /**
+   * Bound of a read or lookup whose caller gives no `deadline` (ms, default 30 s): connect, TLS, headers, body,
+   * shared pings and tokens, retries and backoff all fit in it (the daemon passes its fetch_timeout).
+   */
+  fetchTimeoutMs?: number;
   /** Connections per origin (default 16). */
   connectionsPerOrigin?: number;
   blobReader?: Partial<BlobReaderOptions>;
@@ -61,8 +66,13 @@ export interface ResolvedImage {
   configBytes: Buffer;
 }
 
+/** Bounds of one call. Reads and lookups fail with RegistryTimeoutError at `deadline` (or after the client's
+ * fetchTimeoutMs when there is none); an aborted `signal` ends them with RegistryAbortedError (or
+ * RegistryTimeoutError if its reason is a TimeoutError, as from AbortSignal.timeout). */
 export interface CallSignal {
   signal?: AbortSignal;
+  /** Absolute time (Date.now() ms) by which the whole call, retries included, must be over. Pushes ignore it. */
+  deadline?: number;
 }
 
 const DEFAULT_MAX_CONFIG_BYTES = 8 * 1024 * 1024;
@@ -89,11 +99,17 @@ export class RegistryClient {
     this.credentials = opts.credentialStore ?? new CredentialStore();
     this.platform = opts.platform ?? hostPlatform();
     this.#maxConfigBytes = opts.maxConfigBytes ?? DEFAULT_MAX_CONFIG_BYTES;
-    const retry = { ...DEFAULT_RETRY_POLICY, ...opts.retry };
+    // A longer fetch timeout than the policy's total would be cut short by the policy: let it have its time.
+    const retry = { ...DEFAULT_RETRY_POLICY, maxTotalMs: Math.max(DEFAULT_RETRY_POLICY.maxTotalMs, opts.fetchTimeoutMs ?? 0), ...opts.retry };
     this.#http = new HttpTransport({ connections: opts.connectionsPerOrigin, timeouts: opts.timeouts, userAgent: opts.userAgent });
     const resolver = new CredentialResolver(this.credentials, opts.credentialLookup);
-    const auth = new Authenticator(this.#http, resolver, { retry, logger: this.#logger, now: opts.now });
-    this.#session = new RegistrySession(this.#http, auth, retry, this.#logger);
+    const auth = new Authenticator(this.#http, resolver, {
+      retry, logger: this.#logger, now: opts.now, ...(opts.fetchTimeoutMs !== undefined ? { fetchTimeoutMs: opts.fetchTimeoutMs } : {}),
+    });
+    this.#session = new RegistrySession(this.#http, auth, retry, this.#logger, {
+      ...(opts.fetchTimeoutMs !== undefined ? { fetchTimeoutMs: opts.fetchTimeoutMs } : {}),
+      registriesConfName: opts.registriesConf ? 'registries.conf' : opts.registriesConfPaths?.path ?? DEFAULT_REGISTRIES_CONF,
+    });
     this.#reader = new BlobReader(this.#session, opts.blobReader);
     this.#pusher = new Pusher(this.#session);
     if (opts.registriesConf) this.#conf = Promise.resolve(opts.registriesConf);
@@ -143,10 +159,11 @@ export class RegistryClient {
   /** Fetch a manifest or index by the reference's digest (or tag), verified and size-limited. */
   async fetchManifest(ref: ImageReference | string, opts: CallSignal = {}): Promise<FetchedManifest> {
     const r = this.#ref(ref);
-    return this.#fetchManifestFrom(await this.pullEndpoints(r), r, manifestSelector(r), opts.signal);
+    const limits = this.#session.limits(opts);
+    return this.#fetchManifestFrom(await this.pullEndpoints(r), r, manifestSelector(r), limits);
   }
 
-  async #fetchManifestFrom(endpoints: readonly Endpoint[], ref: ImageReference, selector: string, signal: AbortSignal | undefined): Promise<FetchedManifest> {
+  async #fetchManifestFrom(endpoints: readonly Endpoint[], ref: ImageReference, selector: string, limits: Limits): Promise<FetchedManifest> {
     const byDigest = selector.startsWith('sha256:');
     if (byDigest) {
       const hit = this.#manifests.get(selector);
@@ -154,20 +171,22 @@ export class RegistryClient {
       const key = `${ref.name}@${selector}`;
       let pending = this.#inflight.get(key);
       if (!pending) {
-        pending = this.#onEndpoints(endpoints, (ep) => this.#fetchManifestAt(ep, selector, undefined));
+        // Shared by every caller, so no caller's signal or deadline ends it: the fetch timeout does (a stuck fetch
+        // must not be joined by callers long after the registry recovered). Each caller waits within its own limits.
+        pending = this.#onEndpoints(endpoints, (ep) => this.#fetchManifestAt(ep, selector, this.#session.limits()));
         this.#inflight.set(key, pending);
         pending.then((m) => this.#manifests.set(m.digest, m), () => undefined).finally(() => this.#inflight.delete(key));
       }
-      return awaitShared(pending, signal, `fetching manifest ${ref.name}@${selector}`);
+      return awaitShared(pending, this.#session.op(endpoints[0]!, `fetching manifest ${ref.name}@${selector}`, limits));
     }
-    return this.#onEndpoints(endpoints, (ep) => this.#fetchManifestAt(ep, selector, signal));
+    return this.#onEndpoints(endpoints, (ep) => this.#fetchManifestAt(ep, selector, limits));
   }
 
-  async #fetchManifestAt(ep: Endpoint, selector: string, signal: AbortSignal | undefined): Promise<FetchedManifest> {
+  async #fetchManifestAt(ep: Endpoint, selector: string, limits: Limits): Promise<FetchedManifest> {
     const what = `fetching manifest ${ep.reference.name}${selector.startsWith('sha256:') ? '@' : ':'}${selector}`;
     return this.#session.call(ep, {
       method: 'GET', path: `/v2/${ep.reference.path}/manifests/${selector}`, headers: { accept: MANIFEST_ACCEPT }, actions: ['pull'], what,
-    }, signal, async (res) => {
+    }, limits, async (res) => {
       if (res.statusCode !== 200) throw await unexpectedStatus(res, what);
       const tooLarge = (): Error => new ManifestError(`${what}: larger than the ${MAX_MANIFEST_BYTES}-byte limit for manifests`);
       const declared = Number(header(res.headers, 'content-length'));
@@ -189,15 +208,16 @@ export class RegistryClient {
 
   /**
    * Resolve a reference to an image: manifest (an index resolves to the best instance for the platform; all
-   * matching instances are listed in `candidates`) and verified config.
+   * matching instances are listed in `candidates`) and verified config. One deadline bounds all of it.
    */
   async resolveImage(
     ref: ImageReference | string,
     opts: CallSignal & { platform?: Platform; onManifest?: (manifest: ImageManifest) => void } = {},
   ): Promise<ResolvedImage> {
     const r = this.#ref(ref);
+    const limits = this.#session.limits(opts);
     const endpoints = await this.pullEndpoints(r);
-    const top = await this.#fetchManifestFrom(endpoints, r, manifestSelector(r), opts.signal);
+    const top = await this.#fetchManifestFrom(endpoints, r, manifestSelector(r), limits);
     let index: FetchedManifest<ImageIndex> | undefined;
     let chosen: FetchedManifest;
     let candidates: Descriptor[] = [];
@@ -207,7 +227,7 @@ export class RegistryClient {
       // Instances come from where the index came from first (mirrors must be consistent), then the others.
       const from = endpoints.indexOf(top.endpoint);
       const ordered = [...endpoints.slice(from), ...endpoints.slice(0, from)];
-      chosen = await this.#fetchManifestFrom(ordered, r, candidates[0]!.digest, opts.signal);
+      chosen = await this.#fetchManifestFrom(ordered, r, candidates[0]!.digest, limits);
       if (chosen.manifest.kind !== 'manifest') {
         throw new ManifestError(`resolving ${r.string}: index entry ${candidates[0]!.digest} is itself an index (nested indexes are not supported)`);
       }
@@ -221,7 +241,7 @@ export class RegistryClient {
     if (configDescriptor.size > this.#maxConfigBytes) {
       throw new ManifestError(`resolving ${r.string}: config ${configDescriptor.digest} has ${configDescriptor.size} bytes, more than the ${this.#maxConfigBytes}-byte limit`);
     }
-    const configBytes = await this.fetchBlob(r, configDescriptor, opts);
+    const configBytes = await this.#fetchBlob(r, endpoints, configDescriptor, limits);
     const config = parseImageConfig(configBytes, `config ${configDescriptor.digest} of ${r.string}`);
     return { reference: r, ...(index ? { index } : {}), candidates, manifest, config, configBytes };
   }
@@ -229,8 +249,13 @@ export class RegistryClient {
   /** A whole blob, verified against the descriptor's digest and size (use for configs and small blobs). */
   async fetchBlob(ref: ImageReference | string, descriptor: Pick<Descriptor, 'digest' | 'size'>, opts: CallSignal = {}): Promise<Buffer> {
     const r = this.#ref(ref);
-    const endpoints = await this.pullEndpoints(r);
-    const bytes = await this.#onEndpoints(endpoints, (ep) => this.#reader.readAll(ep, descriptor.digest, descriptor.size, opts.signal));
+    const limits = this.#session.limits(opts);
+    return this.#fetchBlob(r, await this.pullEndpoints(r), descriptor, limits);
+  }
+
+  async #fetchBlob(r: ImageReference, endpoints: readonly Endpoint[], descriptor: Pick<Descriptor, 'digest' | 'size'>,
+    limits: Limits): Promise<Buffer> {
+    const bytes = await this.#onEndpoints(endpoints, (ep) => this.#reader.readAll(ep, descriptor.digest, descriptor.size, limits));
     const actual = sha256Digest(bytes);
     if (actual !== descriptor.digest) throw new DigestMismatchError(`blob ${descriptor.digest} of ${r.string}`, descriptor.digest, actual);
     return bytes;
@@ -239,10 +264,11 @@ export class RegistryClient {
   /** Size of a blob (HEAD), or undefined when no endpoint has it. */
   async statBlob(ref: ImageReference | string, digest: Digest, opts: CallSignal = {}): Promise<number | undefined> {
     const r = this.#ref(ref);
+    const limits = this.#session.limits(opts);
     const endpoints = await this.pullEndpoints(r);
     for (const [i, ep] of endpoints.entries()) {
       try {
-        const size = await this.#reader.stat(ep, digest, opts.signal);
+        const size = await this.#reader.stat(ep, digest, limits);
         if (size !== undefined || i + 1 === endpoints.length) return size;
       } catch (err) {
         if (i + 1 >= endpoints.length || !shouldTryNextEndpoint(err)) throw err;

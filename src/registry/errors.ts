@@ -102,3 +102,37 @@ export class InvalidRangeError extends RegistryError {
     super('REGISTRY_INVALID_RANGE', message);
   }
 }
+
+function seconds(ms: number): string {
+  return `${Number((ms / 1000).toFixed(1))} s`;
+}
+
+/**
+ * An operation that did not finish by its deadline (the daemon's fetch_timeout): connect, TLS, headers, body,
+ * retries and backoff all count, so a black-holed or stalling registry fails here instead of hanging a reader.
+ */
+export class RegistryTimeoutError extends RegistryError {
+  /** The registry host the operation talked to. */
+  readonly host: string;
+  /** How long the operation had (from its start to its deadline). */
+  readonly budgetMs: number;
+  constructor(what: string, host: string, budgetMs: number, configuredMs: number | undefined, options?: { cause?: unknown }) {
+    super('REGISTRY_TIMEOUT', `${what}: no complete answer from ${host} within ${seconds(budgetMs)}` +
+      (configuredMs !== undefined ? ` (fetch_timeout is ${seconds(configuredMs)})` : '') +
+      '; check the network and that the registry is reachable and healthy, or raise fetch_timeout in the tocfs configuration',
+    options);
+    this.host = host;
+    this.budgetMs = budgetMs;
+  }
+}
+
+/** An HTTPS request answered in plain HTTP: the registry is an HTTP one that registries.conf does not mark insecure. */
+export class RegistryPlainHttpError extends RegistryError {
+  readonly host: string;
+  constructor(host: string, confFile: string, options?: { cause?: unknown }) {
+    super('REGISTRY_PLAIN_HTTP', `the registry at ${host} answered plain HTTP to an HTTPS request (TLS: wrong version number). ` +
+      `If it is meant to be reached over HTTP, add  [[registry]] location = "${host}" insecure = true  to ${confFile} ` +
+      '(or to the file registries_conf names in the tocfs configuration); otherwise check the port, or what listens on it', options);
+    this.host = host;
+  }
+}

@@ -3,7 +3,7 @@
 import type { Readable } from 'node:stream';
 import { Pool, type Dispatcher } from 'undici';
 import { TocfsError } from '../util/index.js';
-import { RegistryAbortedError, RegistryUnavailableError } from './errors.js';
+import { RegistryAbortedError, RegistryTimeoutError, RegistryUnavailableError, type RegistryError } from './errors.js';
 
 export interface RetryPolicy {
   /** Attempts in total, the first one included (≥ 1). */
@@ -28,6 +28,10 @@ export const DEFAULT_RETRY_POLICY: Readonly<RetryPolicy> = Object.freeze({
 });
 
 export const DEFAULT_TIMEOUTS: Readonly<Timeouts> = Object.freeze({ connectMs: 10_000, headersMs: 30_000, bodyIdleMs: 30_000 });
+
+/** How long a read or lookup may take, retries included, when its caller names no deadline (the daemon sets
+ * RegistryClientOptions.fetchTimeoutMs from fetch_timeout). */
+export const DEFAULT_FETCH_TIMEOUT_MS = 30_000;
 
 /** Minimal logger shape (pino-compatible). Never receives secrets. */
 export interface RegistryLogger {
@@ -87,6 +91,26 @@ export function backoffDelay(policy: RetryPolicy, retry: number, random = Math.r
   return ceiling / 2 + random() * (ceiling / 2);
 }
 
+/** What bounds one operation, whatever it is waiting for (connect, TLS, headers, body, a shared ping or token,
+ * a backoff sleep): the caller's abort, and an absolute deadline. */
+export interface Limits {
+  /** Ends the operation at once with RegistryAbortedError (or RegistryTimeoutError if it is a timeout signal). */
+  signal?: AbortSignal | undefined;
+  /** Absolute time (Date.now() ms) at which the operation fails with RegistryTimeoutError. */
+  deadline?: number | undefined;
+}
+
+/** One operation as messages name it. */
+export interface Operation {
+  /** What it does: "reading bytes 0-9 of blob sha256:… of 127.0.0.1:5000/repo". */
+  what: string;
+  /** The registry host it talks to. */
+  host: string;
+  limits: Limits;
+  /** The configured fetch timeout, named in timeout messages. */
+  timeoutMs?: number | undefined;
+}
+
 export interface AttemptContext {
   /** 1-based. */
   attempt: number;
@@ -94,28 +118,89 @@ export interface AttemptContext {
   signal: AbortSignal | undefined;
   /** Absolute time (Date.now() scale) by which everything must be over; requests cut themselves off there. */
   deadline: number;
+  /** The caller's limits, for waits on shared work inside an attempt. */
+  limits: Limits;
   /** Milliseconds left until the deadline. */
   remainingMs(): number;
 }
 
+function isTimeoutReason(reason: unknown): boolean {
+  return reason instanceof Error && reason.name === 'TimeoutError';
+}
+
+function abortedError(op: Operation, started: number): RegistryError {
+  const reason = op.limits.signal?.reason;
+  // AbortSignal.timeout(ms) is a deadline too: say so, not "aborted by the caller".
+  if (isTimeoutReason(reason)) return new RegistryTimeoutError(op.what, op.host, Date.now() - started, op.timeoutMs, { cause: reason });
+  return new RegistryAbortedError(op.what, { cause: reason });
+}
+
+/**
+ * Settle with `work`, or fail at the operation's deadline or on its abort, whichever comes first. The work
+ * itself is left to end on its own (requests carry the same deadline); this is what makes the bound hold even
+ * where undici cannot be interrupted (a request queued for a connection, a TCP or TLS handshake).
+ */
+export function bounded<T>(work: Promise<T>, op: Operation, started = Date.now()): Promise<T> {
+  const { signal, deadline } = op.limits;
+  if (!signal && deadline === undefined) return work;
+  if (signal?.aborted) {
+    work.catch(() => undefined);
+    return Promise.reject(abortedError(op, started));
+  }
+  const timeout = (): RegistryTimeoutError => new RegistryTimeoutError(op.what, op.host, (deadline ?? started) - started, op.timeoutMs);
+  if (deadline !== undefined && Date.now() >= deadline) {
+    work.catch(() => undefined);
+    return Promise.reject(timeout());
+  }
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => { done(); reject(abortedError(op, started)); };
+    const timer = deadline === undefined ? undefined : setTimeout(() => { done(); reject(timeout()); }, deadline - Date.now());
+    function done(): void {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
+    }
+    signal?.addEventListener('abort', onAbort, { once: true });
+    work.then((v) => { done(); resolve(v); }, (e: unknown) => { done(); reject(e); });
+  });
+}
+
+export interface RetryRun {
+  op: Operation;
+  policy: RetryPolicy;
+  logger: RegistryLogger;
+}
+
 /**
  * Run `fn` until it succeeds, fails with a non-transient error, or the policy (attempt count or total time)
- * is used up. The caller's abort ends everything at once with RegistryAbortedError.
+ * is used up. The caller's limits end everything at their point: abort with RegistryAbortedError, the
+ * deadline with RegistryTimeoutError; no new attempt or backoff starts after that.
  */
-export async function withRetries<T>(what: string, policy: RetryPolicy, callerSignal: AbortSignal | undefined,
-  logger: RegistryLogger, fn: (ctx: AttemptContext) => Promise<T>): Promise<T> {
+export async function withRetries<T>(run: RetryRun, fn: (ctx: AttemptContext) => Promise<T>): Promise<T> {
   const started = Date.now();
-  const deadline = started + policy.maxTotalMs;
+  const state = { over: false };
+  try {
+    return await bounded(retryLoop(run, fn, started, state), run.op, started);
+  } finally {
+    state.over = true;
+  }
+}
+
+async function retryLoop<T>({ op, policy, logger }: RetryRun, fn: (ctx: AttemptContext) => Promise<T>, started: number,
+  state: { over: boolean }): Promise<T> {
+  const { what, limits } = op;
+  const callerSignal = limits.signal;
+  const callerDeadline = limits.deadline ?? Infinity;
+  const deadline = Math.min(started + policy.maxTotalMs, callerDeadline);
   const remainingMs = (): number => Math.max(1, deadline - Date.now());
   let lastError: unknown;
   let attempt = 0;
-  while (attempt < Math.max(1, policy.maxAttempts)) {
+  while (attempt < Math.max(1, policy.maxAttempts) && !state.over) {
     attempt++;
-    if (callerSignal?.aborted) throw new RegistryAbortedError(what, { cause: callerSignal.reason });
+    if (callerSignal?.aborted) throw abortedError(op, started);
     try {
-      return await fn({ attempt, signal: callerSignal, deadline, remainingMs });
+      return await fn({ attempt, signal: callerSignal, deadline, limits, remainingMs });
     } catch (err) {
-      if (callerSignal?.aborted) throw new RegistryAbortedError(what, { cause: err });
+      if (callerSignal?.aborted) throw abortedError(op, started);
       const outOfTime = Date.now() >= deadline;
       if (!outOfTime && !isTransient(err)) {
         if (err instanceof TocfsError) throw err;
@@ -126,14 +211,17 @@ export async function withRetries<T>(what: string, policy: RetryPolicy, callerSi
       if (outOfTime) break;
       const retryAfter = err instanceof TransientError ? err.retryAfterMs : undefined;
       const delay = Math.max(backoffDelay(policy, attempt), Math.min(retryAfter ?? 0, policy.maxDelayMs));
-      if (attempt >= policy.maxAttempts || Date.now() + delay >= deadline) break;
+      if (attempt >= policy.maxAttempts || Date.now() + delay >= deadline || state.over) break;
       logger.debug({ what, attempt, delayMs: Math.round(delay), error: describeError(err) }, 'registry request failed, retrying');
       try {
         await sleep(delay, callerSignal);
       } catch {
-        throw new RegistryAbortedError(what, { cause: callerSignal?.reason });
+        throw abortedError(op, started);
       }
     }
+  }
+  if (Date.now() >= callerDeadline) {
+    throw new RegistryTimeoutError(what, op.host, callerDeadline - started, op.timeoutMs, { cause: lastError });
   }
   const elapsed = Date.now() - started;
   const limit = Date.now() >= deadline ? ` (stopped at the ${policy.maxTotalMs} ms limit)` : '';
@@ -143,16 +231,10 @@ export async function withRetries<T>(what: string, policy: RetryPolicy, callerSi
 
 /**
  * Wait for work that other callers share (a ping, a token, a manifest fetch) without letting one caller's abort
- * cancel it for the others: the shared work runs without a signal, and only this caller stops waiting.
+ * or deadline cancel it for the others: the shared work runs within its own bounds, and only this caller stops waiting.
  */
-export function awaitShared<T>(shared: Promise<T>, signal: AbortSignal | undefined, what: string): Promise<T> {
-  if (!signal) return shared;
-  if (signal.aborted) return Promise.reject(new RegistryAbortedError(what, { cause: signal.reason }));
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => reject(new RegistryAbortedError(what, { cause: signal.reason }));
-    signal.addEventListener('abort', onAbort, { once: true });
-    shared.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
-  });
+export function awaitShared<T>(shared: Promise<T>, op: Operation): Promise<T> {
+  return bounded(shared, op);
 }
 
 /** Raised into a response body that is still streaming when the operation's deadline passes. */

@@ -9,7 +9,7 @@ export { RegistriesConf, loadRegistriesConf, parseRegistriesConf, type Endpoint,
 export { MediaType, MAX_MANIFEST_BYTES, hostPlatform, matchPlatform, parseManifest, parseImageConfig, type Descriptor, type Platform,
   type ImageManifest, type ImageIndex, type Manifest, type ImageConfig } from './manifest.js';
 export { type BlobData, type PushBlobOptions, type PushBlobResult } from './push.js';
-export { DEFAULT_RETRY_POLICY, DEFAULT_TIMEOUTS, type RetryPolicy, type Timeouts, type RegistryLogger } from './http.js';
+export { DEFAULT_RETRY_POLICY, DEFAULT_TIMEOUTS, DEFAULT_FETCH_TIMEOUT_MS, type RetryPolicy, type Timeouts, type RegistryLogger } from './http.js';
 export { RegistryError, InvalidReferenceError, RegistryConfigError, BlockedRegistryError, RegistryAuthError, RegistryNotFoundError,
   RegistryHttpError, RegistryUnavailableError, DigestMismatchError, ManifestError, PlatformNotFoundError, RangeResponseError,
-  RegistryAbortedError, InvalidRangeError } from './errors.js';
+  RegistryAbortedError, InvalidRangeError, RegistryTimeoutError, RegistryPlainHttpError } from './errors.js';

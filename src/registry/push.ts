@@ -52,7 +52,7 @@ export class Pusher {
   async blobExists(ep: Endpoint, digest: Digest, signal?: AbortSignal): Promise<boolean> {
     const what = `checking blob ${digest} in ${ep.reference.name}`;
     return this.#session.call(ep, { method: 'HEAD', path: `/v2/${ep.reference.path}/blobs/${digest}`, actions: ['pull', 'push'], what },
-      signal, async (res) => {
+      { signal }, async (res) => {
         await discard(res);
         // A redirect (to object storage) also means the registry has the blob.
         if (res.statusCode === 200 || (res.statusCode >= 301 && res.statusCode <= 308)) return true;
@@ -65,7 +65,9 @@ export class Pusher {
     const { digest, size } = describe(data);
     if (await this.blobExists(ep, digest, opts.signal)) return { digest, size, outcome: 'exists' };
     const what = `uploading blob ${digest} (${size} bytes) to ${ep.reference.name}`;
-    return withRetries(what, this.#session.retry, opts.signal, this.#session.logger, async (ctx) => {
+    // Uploads are bounded by the retry policy and the caller's signal, not by the fetch timeout of reads.
+    const op = this.#session.op(ep, what, { signal: opts.signal });
+    return withRetries({ op, policy: this.#session.retry, logger: this.#session.logger }, async (ctx) => {
       const started = await this.#startUpload(ep, digest, opts.mountFrom, ctx, what);
       if (started === 'mounted') return { digest, size, outcome: 'mounted' as const };
       let location = started;
@@ -142,7 +144,7 @@ export class Pusher {
     return this.#session.call(ep, {
       method: 'PUT', path: `/v2/${ep.reference.path}/manifests/${target}`, body: () => bytes, actions: ['pull', 'push'], what,
       headers: { 'content-type': mediaType, 'content-length': String(bytes.byteLength) },
-    }, signal, async (res) => {
+    }, { signal }, async (res) => {
       if (res.statusCode !== 201) throw await unexpectedStatus(res, what);
       await discard(res);
       const stored = header(res.headers, 'docker-content-digest');

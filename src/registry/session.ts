@@ -4,9 +4,10 @@
 import type { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import { Authenticator, repositoryScope } from './auth.js';
-import { RegistryAuthError, RegistryHttpError, RegistryNotFoundError } from './errors.js';
-import { awaitShared, discard, header, HttpTransport, isTransient, parseRetryAfter, readLimited, redactUrl,
-  TransientError, withRetries, type AttemptContext, type RegistryLogger, type Response, type RetryPolicy } from './http.js';
+import { RegistryAuthError, RegistryHttpError, RegistryNotFoundError, RegistryPlainHttpError } from './errors.js';
+import { awaitShared, DEFAULT_FETCH_TIMEOUT_MS, discard, header, HttpTransport, isTransient, parseRetryAfter, readLimited, redactUrl,
+  TransientError, withRetries, type AttemptContext, type Limits, type Operation, type RegistryLogger, type Response,
+  type RetryPolicy } from './http.js';
 import type { Endpoint } from './registries-conf.js';
 
 export interface CallOptions {
@@ -26,32 +27,69 @@ export interface CallOptions {
 
 const TRANSIENT_STATUS = new Set([408, 429, 500, 502, 503, 504]);
 
+export interface SessionOptions {
+  /** Bound of an operation whose caller gives no deadline (default DEFAULT_FETCH_TIMEOUT_MS). */
+  fetchTimeoutMs?: number;
+  /** The registries.conf file in use, named in the advice for a plain-HTTP registry. */
+  registriesConfName?: string;
+}
+
+/** What callers may pass to bound an operation. */
+export interface CallLimits {
+  signal?: AbortSignal | undefined;
+  /** Absolute time (Date.now() ms) by which the operation must be over. */
+  deadline?: number | undefined;
+}
+
+/** OpenSSL's complaint when the peer of a TLS handshake speaks plain HTTP. */
+function isPlainHttpAnswer(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return code === 'ERR_SSL_WRONG_VERSION_NUMBER' || (err instanceof Error && /wrong version number/i.test(err.message));
+}
+
 export class RegistrySession {
   readonly http: HttpTransport;
   readonly auth: Authenticator;
   readonly retry: RetryPolicy;
   readonly logger: RegistryLogger;
+  readonly fetchTimeoutMs: number;
+  readonly #registriesConfName: string;
   readonly #bases = new Map<string, Promise<URL>>();
   /** Bases already settled, so the hot path needs no await for them. */
   readonly #resolved = new Map<string, URL>();
 
-  constructor(http: HttpTransport, auth: Authenticator, retry: RetryPolicy, logger: RegistryLogger) {
+  constructor(http: HttpTransport, auth: Authenticator, retry: RetryPolicy, logger: RegistryLogger, opts: SessionOptions = {}) {
     this.http = http;
     this.auth = auth;
     this.retry = retry;
     this.logger = logger;
+    this.fetchTimeoutMs = opts.fetchTimeoutMs ?? DEFAULT_FETCH_TIMEOUT_MS;
+    this.#registriesConfName = opts.registriesConfName ?? 'registries.conf';
+  }
+
+  /** The limits of a read or lookup: the caller's, with the fetch timeout as the deadline when it names none. */
+  limits(call: CallLimits = {}): Limits {
+    return { signal: call.signal, deadline: call.deadline ?? Date.now() + this.fetchTimeoutMs };
+  }
+
+  /** An operation against an endpoint, as messages name it. */
+  op(ep: Endpoint, what: string, limits: Limits): Operation {
+    return { what, host: ep.apiHost, limits, timeoutMs: this.fetchTimeoutMs };
   }
 
   /** The base URL of an endpoint's API host; pings /v2/ once per host to learn scheme and auth challenge. */
-  base(ep: Endpoint, signal: AbortSignal | undefined): Promise<URL> {
+  base(ep: Endpoint, limits: Limits): Promise<URL> {
     const key = `${ep.insecure ? 'insecure ' : ''}${ep.apiHost}`;
+    const what = `contacting registry ${ep.apiHost}`;
     let pending = this.#bases.get(key);
     if (!pending) {
-      pending = withRetries(`contacting registry ${ep.apiHost}`, this.retry, undefined, this.logger, (ctx) => this.#ping(ep, ctx));
+      // Shared by every caller, so bounded by the fetch timeout, not a caller's limits; each caller waits within its own.
+      const op = this.op(ep, what, this.limits());
+      pending = withRetries({ op, policy: this.retry, logger: this.logger }, (ctx) => this.#ping(ep, ctx));
       this.#bases.set(key, pending);
       pending.then((url) => this.#resolved.set(key, url), () => this.#bases.delete(key));
     }
-    return awaitShared(pending, signal, `contacting registry ${ep.apiHost}`);
+    return awaitShared(pending, this.op(ep, what, limits));
   }
 
   async #ping(ep: Endpoint, ctx: AttemptContext): Promise<URL> {
@@ -73,6 +111,7 @@ export class RegistrySession {
         // With `insecure`, anything that is not an HTTP answer over TLS (handshake failure, plain-HTTP peer)
         // moves on to plain HTTP, as containers/image does; a transient failure of plain HTTP is retried.
         if (scheme === 'https:' && ep.insecure) continue;
+        if (isPlainHttpAnswer(err)) throw new RegistryPlainHttpError(ep.apiHost, this.#registriesConfName, { cause: err });
         throw err;
       }
     }
@@ -88,11 +127,11 @@ export class RegistrySession {
    * cached token and tries once more. Transient statuses become TransientError; other statuses are returned.
    */
   async send(ep: Endpoint, opts: CallOptions, ctx: AttemptContext): Promise<Response> {
-    const base = this.#resolved.get(`${ep.insecure ? 'insecure ' : ''}${ep.apiHost}`) ?? await this.base(ep, ctx.signal);
+    const base = this.#resolved.get(`${ep.insecure ? 'insecure ' : ''}${ep.apiHost}`) ?? await this.base(ep, ctx.limits);
     const url = opts.path instanceof URL ? opts.path : new URL(opts.path, base);
     const scopes = this.#scopes(ep, opts);
     for (let authTry = 0; ; authTry++) {
-      const authorization = url.origin === base.origin ? await this.auth.authorization(base.origin, ep, scopes, ctx.signal) : undefined;
+      const authorization = url.origin === base.origin ? await this.auth.authorization(base.origin, ep, scopes, this.op(ep, opts.what, ctx.limits)) : undefined;
       const res = await this.http.send(url, {
         method: opts.method,
         headers: { ...opts.headers, ...(authorization ? { authorization } : {}) },
@@ -122,9 +161,10 @@ export class RegistrySession {
   }
 
   /** A request with the retry policy; `handle` consumes the response (and may throw TransientError to retry). */
-  call<T>(ep: Endpoint, opts: CallOptions, signal: AbortSignal | undefined, handle: (res: Response, ctx: AttemptContext) => Promise<T>,
+  call<T>(ep: Endpoint, opts: CallOptions, limits: Limits, handle: (res: Response, ctx: AttemptContext) => Promise<T>,
     policy: RetryPolicy = this.retry): Promise<T> {
-    return withRetries(opts.what, policy, signal, this.logger, async (ctx) => handle(await this.send(ep, opts, ctx), ctx));
+    return withRetries({ op: this.op(ep, opts.what, limits), policy, logger: this.logger },
+      async (ctx) => handle(await this.send(ep, opts, ctx), ctx));
   }
 }
 
@@ -151,7 +191,8 @@ export async function unexpectedStatus(res: Response, what: string): Promise<Err
 /** Errors that mean "try the next mirror": anything but the caller's abort and integrity failures. */
 export function shouldTryNextEndpoint(err: unknown): boolean {
   const code = (err as { code?: unknown } | null)?.code;
-  if (code === 'REGISTRY_ABORTED' || code === 'REGISTRY_DIGEST_MISMATCH') return false;
+  // A timeout used up the caller's whole budget: the next endpoint would have none left.
+  if (code === 'REGISTRY_ABORTED' || code === 'REGISTRY_DIGEST_MISMATCH' || code === 'REGISTRY_TIMEOUT') return false;
   return isTransient(err) || (err instanceof Error && typeof code === 'string');
 }
 

@@ -234,6 +234,37 @@ describe('registry/blob-source against docker-registry', function () {
       slices(big, ranges).forEach((want, i) => assert.ok(got[i]!.equals(want)));
       assert.equal(blobGets(), 3);
     });
+
+    it('tries multi-range requests again once the refusal has decayed (not never again)', async () => {
+      const decaying = testClient([proxy.host], { blobReader: { multiRangeRetryMs: 400 } });
+      try {
+        const source = await decaying.getBlobSource(`${proxy.host}/${repo}`, bigDesc);
+        const ranges = [{ start: 3, end: 30 }, { start: 3000, end: 3100 }];
+        const multi = () => proxy.requests.filter((r) => r.method === 'GET' && r.range?.includes(',')).length;
+        proxy.setRule((req) => (BLOB_PATH.test(req.url ?? '') ? { kind: 'refuse-multirange' } : undefined));
+        await source.readRanges(ranges);
+        assert.equal(multi(), 1, 'one multi-range request, refused with 416');
+        assert.equal(blobGets(), 3, 'then one request per range');
+
+        // Within the decay period the host gets single ranges only, even once it would accept multi-range again.
+        proxy.setRule(undefined);
+        proxy.clear();
+        let got = await source.readRanges(ranges);
+        slices(big, ranges).forEach((want, i) => assert.ok(got[i]!.equals(want)));
+        assert.equal(multi(), 0);
+        assert.equal(blobGets(), 2);
+
+        await new Promise((r) => setTimeout(r, 450));
+        proxy.clear();
+        got = await source.readRanges(ranges);
+        slices(big, ranges).forEach((want, i) => assert.ok(got[i]!.equals(want)));
+        assert.equal(multi(), 1, 'multi-range is tried again after the decay period');
+        assert.equal(blobGets(), 1, 'and, accepted, serves both ranges in one request');
+        assert.equal(proxy.requests.find((r) => r.range?.includes(','))?.fault, undefined);
+      } finally {
+        await decaying.close();
+      }
+    });
   });
 
   describe('behind a redirecting front', () => {

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { sha256Digest, type Digest } from '../../src/util/index.js';
-import { DigestMismatchError, ManifestError, MediaType, RegistryAuthError, RegistryNotFoundError, RegistryUnavailableError, CredentialStore,
+import { DigestMismatchError, ManifestError, MediaType, RegistryAuthError, RegistryNotFoundError, RegistryPlainHttpError, RegistryUnavailableError, CredentialStore,
   type RegistryClient } from '../../src/registry/index.js';
 import { startFaultProxy } from '../helpers/fault-proxy.js';
 import { startRedirectFront } from '../helpers/redirect-front.js';
@@ -146,6 +146,28 @@ describe('registry/client against docker-registry without auth', function () {
       await strict.close();
       await proxy.stop();
       await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('says a registry answered plain HTTP, and how to mark it insecure, when HTTPS meets an HTTP registry', async () => {
+    await pushImage(client, `${reg.host}/tocfs/plain`, 'v1', [10]);
+    const strict = testClient([]); // reg.host is not in registries.conf: HTTPS
+    const named = testClient([], { registriesConf: undefined, registriesConfPaths: { path: '/nonexistent/tocfs-registries.conf', dropInDir: '/nonexistent/d' } });
+    try {
+      for (const [c, file] of [[strict, 'registries.conf'], [named, '/nonexistent/tocfs-registries.conf']] as const) {
+        await assert.rejects(c.fetchManifest(`${reg.host}/tocfs/plain:v1`), (e: unknown) => {
+          assert.ok(e instanceof RegistryPlainHttpError, String(e));
+          assert.equal(e.code, 'REGISTRY_PLAIN_HTTP');
+          assert.ok(e.message.includes(`the registry at ${reg.host} answered plain HTTP to an HTTPS request`), e.message);
+          assert.ok(e.message.includes(`[[registry]] location = "${reg.host}" insecure = true`), e.message);
+          assert.ok(e.message.includes(`to ${file}`), e.message);
+          assert.match(String((e.cause as { code?: unknown }).code), /ERR_SSL_WRONG_VERSION_NUMBER/);
+          return true;
+        });
+      }
+    } finally {
+      await strict.close();
+      await named.close();
     }
   });
 

@@ -1,6 +1,7 @@
 // Shared helpers of the registry tests: a client that talks plain HTTP to loopback registries, random
 // content, and an image pusher.
 import { randomBytes } from 'node:crypto';
+import { createServer as createNetServer, type AddressInfo, type Socket } from 'node:net';
 import { sha256Digest, type Digest } from '../../src/util/index.js';
 import { MediaType, parseRegistriesConf, RegistriesConf, RegistryClient, type Descriptor, type RegistryClientOptions }
   from '../../src/registry/index.js';
@@ -73,4 +74,38 @@ export async function expectElapsedBelow<T>(ms: number, fn: () => Promise<T>): P
   const elapsed = Date.now() - t0;
   if (elapsed >= ms) throw new Error(`took ${elapsed} ms, limit ${ms} ms`);
   return { result, error, elapsed };
+}
+
+export interface BlackHole {
+  /** "127.0.0.1:PORT" */
+  host: string;
+  /** Connections accepted so far. */
+  readonly accepted: number;
+  stop(): Promise<void>;
+}
+
+/** A loopback TCP server that accepts connections and never sends a byte (a black-holed registry or token server);
+ * on `port` to take over the address of a server that just stopped. */
+export async function startBlackHole(port = 0): Promise<BlackHole> {
+  const sockets = new Set<Socket>();
+  let accepted = 0;
+  const server = createNetServer((s) => {
+    accepted++;
+    sockets.add(s);
+    s.on('error', () => undefined);
+    s.on('close', () => sockets.delete(s));
+    s.resume(); // read and drop whatever the client sends (a TLS hello, a request)
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, '127.0.0.1', resolve);
+  });
+  return {
+    host: `127.0.0.1:${(server.address() as AddressInfo).port}`,
+    get accepted() { return accepted; },
+    stop: () => new Promise<void>((resolve) => {
+      for (const s of sockets) s.destroy();
+      server.close(() => resolve());
+    }),
+  };
 }

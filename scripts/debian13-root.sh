@@ -21,7 +21,7 @@ die() { echo "debian13-root: $*" >&2; exit 1; }
 [ "$(id -u)" -eq 0 ] || die "must run as root (debootstrap and chroot need it)"
 case "$root" in /*) ;; *) die "root path must be absolute, got '$root'";; esac
 [ "$root" != "/" ] || die "refusing to use / as the Debian 13 root"
-command -v debootstrap >/dev/null || die "debootstrap is not installed (apt-get install debootstrap; .ci/run installs it)"
+command -v debootstrap >/dev/null || die "debootstrap is not installed (apt-get install debootstrap; npm test installs it when run as root)"
 
 mkdir -p "$(dirname "$root")"
 exec 9>"${root}.lock"

@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { spawnError } from '../helpers/tools.js';
 import type { ServerConfig } from './server.js';
 
 const execFileP = promisify(execFile);
@@ -102,8 +103,9 @@ export async function sh(cmd: string, args: string[], opts: { timeout?: number; 
     const r = await execFileP(cmd, args, { timeout: opts.timeout ?? 30_000, maxBuffer: 64 << 20, cwd: opts.cwd, encoding: 'utf8' });
     return { code: 0, stdout: r.stdout, stderr: r.stderr };
   } catch (err) {
-    const e = err as { code?: number | string; stdout?: string; stderr?: string };
-    return { code: typeof e.code === 'number' ? e.code : -1, stdout: e.stdout ?? '', stderr: e.stderr ?? String(err) };
+    const e = err as { code?: number | string; syscall?: string; stdout?: string; stderr?: string };
+    const missing = spawnError(cmd, e);
+    return { code: typeof e.code === 'number' ? e.code : -1, stdout: e.stdout ?? '', stderr: missing?.message ?? e.stderr ?? String(err) };
   }
 }
 

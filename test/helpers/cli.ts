@@ -1,6 +1,7 @@
 import { execFile } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { spawnError } from './tools.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 /** The compiled CLI next to this compiled test helper (works for dist/ and any other outDir). */
@@ -23,12 +24,12 @@ export function runCli(args: string[], opts: { env?: NodeJS.ProcessEnv; timeoutM
   });
 }
 
-/** Run any program; rejects with its stderr when it fails. */
+/** Run any program; rejects with its stderr when it fails, or saying what to install when it is not there. */
 export function run(cmd: string, args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<string> {
   return new Promise((resolve, reject) => {
     execFile(cmd, args, { cwd: opts.cwd, env: opts.env ?? process.env, timeout: opts.timeoutMs ?? 120_000, maxBuffer: 64 << 20 },
       (err, stdout, stderr) => {
-        if (err) reject(new Error(`${cmd} ${args.join(' ')} failed: ${stderr || err.message}`));
+        if (err) reject(spawnError(cmd, err) ?? new Error(`${cmd} ${args.join(' ')} failed: ${stderr || err.message}`));
         else resolve(stdout);
       });
   });

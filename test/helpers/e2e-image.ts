@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import type { TreeItem } from './image-builder.js';
+import { requireFile } from './tools.js';
 
 // The two-layer image of the end-to-end suites (podman 4.3.1 and 5.4): every entry type overlay must get right.
 
@@ -10,7 +11,7 @@ export const BUSYBOX_TOOLS = ['sh', 'cat', 'sha256sum', 'find', 'ls', 'xargs', '
 /** The base layer: busybox, plain files, a big multi-chunk file with a hole, and things layer 2 will hide. */
 export function baseLayer(): TreeItem[] {
   return [
-    { path: 'bin/busybox', type: 'file', data: readFileSync('/bin/busybox'), mode: 0o755 },
+    { path: 'bin/busybox', type: 'file', data: readFileSync(requireFile('/bin/busybox', 'busybox-static')), mode: 0o755 },
     ...BUSYBOX_TOOLS.map((t): TreeItem => ({ path: `bin/${t}`, type: 'symlink', target: 'busybox' })),
     { path: 'etc/passwd', type: 'file', data: 'root:x:0:0:root:/root:/bin/sh\n' },
     { path: 'data/keep.txt', type: 'file', data: 'kept from layer 1\n' },

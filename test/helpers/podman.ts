@@ -2,6 +2,7 @@ import { execFile } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { run } from './cli.js';
+import { requireTool } from './tools.js';
 
 /**
  * podman with a storage root, run root and configuration of its own (nothing of the machine's podman state is
@@ -12,6 +13,7 @@ export class Podman {
   readonly graphroot: string;
 
   constructor(readonly dir: string, opts: { als?: string; insecureHosts?: string[]; binary?: string }) {
+    requireTool('podman'); // before any state is made: a suite without podman fails here, saying what to install
     mkdirSync(dir, { recursive: true });
     this.graphroot = join(dir, 'graph');
     const storage = join(dir, 'storage.conf');

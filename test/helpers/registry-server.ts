@@ -1,4 +1,5 @@
-// Starts Debian's docker-registry (CNCF distribution 2.8.2) on a free loopback port for tests and benchmarks.
+// Starts Debian's docker-registry (CNCF distribution 2.8.2, found on PATH) on a free loopback port for tests and
+// benchmarks.
 //
 //   const reg = await startRegistry({ auth: 'htpasswd' });
 //   ... talk to reg.url (http://127.0.0.1:PORT) / reg.host ...
@@ -14,12 +15,11 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { request } from 'undici';
 import { startTokenServer, type TokenServer, type TokenServerOptions } from './token-server.js';
+import { requireTool } from './tools.js';
 
 const run = promisify(execFile);
 
 import { CredentialStore, RegistryClient, RegistriesConf, parseRegistriesConf } from '../../src/registry/index.js';
-
-export const REGISTRY_BINARY = '/usr/bin/docker-registry';
 
 export type RegistryAuthMode = 'none' | 'htpasswd' | 'token';
 
@@ -86,8 +86,12 @@ function configYaml(rootDir: string, port: number, authBlock: string): string {
 }
 
 async function waitReady(url: string, child: ChildProcess, timeoutMs: number): Promise<void> {
+  // A child that could not be started reports it as an 'error' event; unheard, that event would crash mocha.
+  let spawnError: Error | undefined;
+  child.once('error', (err) => { spawnError = err; });
   const until = Date.now() + timeoutMs;
   while (Date.now() < until) {
+    if (spawnError) throw new Error(`docker-registry could not be started: ${spawnError.message}`);
     if (child.exitCode !== null || child.signalCode !== null) throw new Error('docker-registry exited during start');
     try {
       const res = await request(`${url}/v2/`, { headersTimeout: 1000, bodyTimeout: 1000 });
@@ -112,7 +116,7 @@ async function stopChild(child: ChildProcess): Promise<void> {
   clearTimeout(timer);
 }
 
-async function startOnce(opts: RegistryServerOptions, dir: string): Promise<RegistryServer> {
+async function startOnce(opts: RegistryServerOptions, dir: string, binary: string): Promise<RegistryServer> {
   const auth = opts.auth ?? 'none';
   const users = opts.users ?? { user: 'pass' };
   const port = await freePort();
@@ -120,9 +124,10 @@ async function startOnce(opts: RegistryServerOptions, dir: string): Promise<Regi
   let tokenServer: TokenServer | undefined;
   let authBlock = '';
   if (auth === 'htpasswd') {
+    const htpasswd = requireTool('htpasswd');
     const lines: string[] = [];
     for (const [u, p] of Object.entries(users)) {
-      const { stdout } = await run('htpasswd', ['-Bbn', u, p]);
+      const { stdout } = await run(htpasswd, ['-Bbn', u, p]);
       lines.push(stdout.trim());
     }
     const htpasswdPath = join(dir, 'htpasswd');
@@ -141,7 +146,7 @@ async function startOnce(opts: RegistryServerOptions, dir: string): Promise<Regi
   await writeFile(configPath, configYaml(storageDir, port, authBlock));
   const logPath = join(dir, 'registry.log');
   const logFd = openSync(logPath, 'a');
-  const child = spawn(REGISTRY_BINARY, ['serve', configPath], { stdio: ['ignore', logFd, logFd] });
+  const child = spawn(binary, ['serve', configPath], { stdio: ['ignore', logFd, logFd] });
   closeSync(logFd);
   const url = `http://127.0.0.1:${port}`;
   try {
@@ -170,11 +175,15 @@ async function startOnce(opts: RegistryServerOptions, dir: string): Promise<Regi
 
 /** Start a registry; retries a couple of times in case another process grabbed the free port first. */
 export async function startRegistry(opts: RegistryServerOptions = {}): Promise<RegistryServer> {
+  // Checked once, up front: a missing registry fails the caller's hook with what to install, and is not retried.
+  const binary = requireTool('docker-registry');
+  if (opts.auth === 'htpasswd') requireTool('htpasswd');
+  if (opts.auth === 'token') requireTool('openssl');
   let lastError: unknown;
   for (let attempt = 0; attempt < 3; attempt++) {
     const dir = await mkdtemp(join(tmpdir(), 'tocfs-registry-'));
     try {
-      return await startOnce(opts, dir);
+      return await startOnce(opts, dir, binary);
     } catch (err) {
       lastError = err;
       await rm(dir, { recursive: true, force: true });

@@ -9,6 +9,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { requireTool } from './tools.js';
 
 const run = promisify(execFile);
 
@@ -62,7 +63,7 @@ function base64url(data: Buffer | string): string {
 async function makeSigningCert(dir: string): Promise<{ key: KeyObject; certPath: string; certDer: string }> {
   const keyPath = join(dir, 'token-key.pem');
   const certPath = join(dir, 'token-cert.pem');
-  await run('openssl', [
+  await run(requireTool('openssl'), [
     'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', keyPath, '-out', certPath,
     '-days', '2', '-subj', '/CN=tocfs-test-token-issuer',
   ]);

@@ -3,6 +3,7 @@ import { createReadStream } from 'node:fs';
 import { lstat, readdir, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execFile } from 'node:child_process';
+import { requireTool } from './tools.js';
 
 /** Everything a container can observe of one path, as a comparable line. */
 async function describe(root: string, rel: string, xattrs: Map<string, string>): Promise<string> {
@@ -28,8 +29,10 @@ async function describe(root: string, rel: string, xattrs: Map<string, string>):
 /** Extended attributes of every path under root (getfattr, not following symlinks), overlay's own excluded. */
 async function allXattrs(root: string): Promise<Map<string, string>> {
   // getfattr exits non-zero when some entry (a fifo, a device) has no xattr support; its output is still right.
+  // Its failures are ignored below, so a missing getfattr must not pass for "no xattrs anywhere".
+  const getfattr = requireTool('getfattr');
   const out = await new Promise<string>((resolve) => {
-    execFile('getfattr', ['-R', '-P', '-d', '-m', '-', '-e', 'base64', '--absolute-names', root], { maxBuffer: 64 << 20 }, (_e, stdout) => resolve(stdout));
+    execFile(getfattr, ['-R', '-P', '-d', '-m', '-', '-e', 'base64', '--absolute-names', root], { maxBuffer: 64 << 20 }, (_e, stdout) => resolve(stdout));
   });
   const map = new Map<string, string>();
   for (const block of out.split('\n\n')) {

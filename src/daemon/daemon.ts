@@ -39,6 +39,8 @@ export async function startDaemon(cfg: Config, logger: Logger = createLogger(cfg
   await securePrivateState(cfg, logger);
   const client = new RegistryClient({
     logger: logger.child({ component: 'registry' }),
+    // Bounds every registry call that names no deadline of its own (pings, tokens), and is named in timeout errors.
+    fetchTimeoutMs: cfg.fetchTimeoutSeconds * 1000,
     // Chunks of neighbouring files are separated only by their tar headers' frames: fetch them as one range
     // (design §3: gaps up to ~64 KiB), instead of one part per file in a multipart answer.
     blobReader: { coalesceGapBytes: 64 << 10 },

@@ -6,7 +6,8 @@ import { layerWork, type LayerWork } from './work.js';
 /** The seam to compressed bytes (design.md §2): a registry blob, a local file, a cache. */
 export interface BlobSource {
   readonly size: number;
-  readRanges(ranges: readonly { start: number; end: number }[], signal?: AbortSignal): Promise<Buffer[]>;
+  /** `deadline` (Date.now() ms): the whole read, retries included, ends by then. */
+  readRanges(ranges: readonly { start: number; end: number }[], signal?: AbortSignal, deadline?: number): Promise<Buffer[]>;
 }
 
 /**
@@ -259,7 +260,7 @@ export class LayerContent {
     let ok = false;
     try {
       this.stats.fetches++;
-      buffers = await this.source.readRanges(items.map((b) => ({ start: b.chunk.start, end: b.chunk.end })), signal);
+      buffers = await this.source.readRanges(items.map((b) => ({ start: b.chunk.start, end: b.chunk.end })), signal, Date.now() + this.timeoutMs);
       ok = true;
     } catch (err) {
       const why = this.opts.stop?.aborted ? 'the daemon is stopping'

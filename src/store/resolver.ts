@@ -220,6 +220,7 @@ export class Resolver {
     let r: Awaited<ReturnType<RegistryClient['resolveImage']>>;
     try {
       r = await this.opts.client.resolveImage(ref, {
+        ...this.bound(),
         onManifest: (m) => {
           try {
             this.fetchTocsEarly(ref, m);
@@ -252,9 +253,9 @@ export class Resolver {
     }
     while (image.more.length > 0) {
       const cand = image.more.shift()!;
-      const m = await this.opts.client.fetchManifest(withDigest(image.ref, cand.digest));
+      const m = await this.opts.client.fetchManifest(withDigest(image.ref, cand.digest), this.bound());
       if (m.manifest.kind !== 'manifest') continue;
-      const config = await this.opts.client.fetchBlob(image.ref, m.manifest.config);
+      const config = await this.opts.client.fetchBlob(image.ref, m.manifest.config, this.bound());
       const inst = { manifest: m.manifest, diffIds: parseImageConfig(config, `config of ${image.ref.string}`).diffIds };
       image.instances.push(inst);
       const hit = search(inst);
@@ -277,6 +278,14 @@ export class Resolver {
       p.catch(() => this.layers.delete(id));
     }
     return p;
+  }
+
+  /**
+   * Registry calls of one lookup end by fetch_timeout from now, retries included (a black-holed registry must not
+   * hold podman's stat for minutes), or when the daemon stops.
+   */
+  private bound(): { deadline: number; signal?: AbortSignal } {
+    return { deadline: Date.now() + (this.opts.fetchTimeoutMs ?? 30_000), ...(this.opts.stop ? { signal: this.opts.stop } : {}) };
   }
 
   private get work(): LayerWork {
@@ -305,7 +314,8 @@ export class Resolver {
     const source = await this.opts.client.getBlobSource(ref, desc);
     let tree = await kept;
     if (!tree) {
-      const reader = { size: desc.size, read: async (s: number, e: number) => (await source.readRanges([{ start: s, end: e }], this.opts.stop))[0]! };
+      const { signal, deadline } = this.bound();
+      const reader = { size: desc.size, read: async (s: number, e: number) => (await source.readRanges([{ start: s, end: e }], signal, deadline))[0]! };
       tree = await this.openToc(ref, desc, reader, files);
     }
     return { source, tree, files, provenBefore, readBefore };

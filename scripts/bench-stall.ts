@@ -12,7 +12,7 @@
 //        wide      the 200k-entry layer resolves (TOC fetch, decode, tree build) and its directory is listed;
 //        proof     the 1 GiB layer, already local, is proven (DiffID rebuilt and hashed), until the log says so.
 //   Goal: max ≤ 250 ms in every phase.
-import { constants, mkdtempSync, rmSync } from 'node:fs';
+import { constants, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { open, readdir, stat } from 'node:fs/promises';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -60,6 +60,14 @@ function startProbe(diff: string, files: string[]): Probe {
     }
   })();
   return { stop: async () => { running = false; await loop; return times; } };
+}
+
+/** Resident memory of a process (MiB). */
+function rssMiB(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  if (process.env['BENCH_DEBUG']) console.log(/Threads:.*/.exec(status)?.[0]);
+  const m = /VmRSS:\s+(\d+) kB/.exec(status);
+  return m ? Number(m[1]) / 1024 : NaN;
 }
 
 function summary(name: string, times: number[], baseline?: number[]): string {
@@ -115,6 +123,7 @@ async function main(): Promise<void> {
     const idle = await probe.stop();
     console.log(summary('idle', idle));
 
+    const rssBefore = rssMiB(d.pid);
     probe = startProbe(diff, good.files);
     let t0 = performance.now();
     await stat(join(layer('wide'), 'info'));
@@ -123,12 +132,13 @@ async function main(): Promise<void> {
     const listed = (await readdir(join(layer('wide'), 'diff', 'w'))).length;
     const listMs = performance.now() - t0;
     console.log(summary('wide', await probe.stop(), idle) + `   (resolve ${(resolved / 1000).toFixed(2)} s, list of ${listed} entries ${(listMs / 1000).toFixed(2)} s)`);
+    const index = statSync(join(d.root, 'index', `${images['wide']!.layers[0]!.tocDigest!.slice(7)}.tree`)).size;
+    await new Promise((r) => setTimeout(r, 10_000)); // the TOC workers exit after 5 s idle
+    console.log(`daemon RSS ${rssBefore.toFixed(0)} MiB before the wide layer, ${rssMiB(d.pid).toFixed(0)} MiB after (its tree: ${(index / (WIDE + 2)).toFixed(0)} B per entry, ${(index / 2 ** 20).toFixed(1)} MiB)`);
 
-    const dump = setTimeout(() => console.log(d!.log().split('\n').slice(-12).join('\n')), Number(process.env['BENCH_WAIT_MS'] ?? 600_000));
     await stat(join(layer('big'), 'info'));
-    clearTimeout(dump);
     const bigDigest = images['big']!.layers[0]!.digest;
-    await d.waitForLog(new RegExp(`"layer":"${bigDigest}"[^\\n]*"msg":"layer fully local"`), Number(process.env["BENCH_WAIT_MS"] ?? 600_000)).catch((e: unknown) => { console.log(d!.log().split("\n").slice(-15).join("\n")); throw e; });
+    await d.waitForLog(new RegExp(`"layer":"${bigDigest}"[^\\n]*"msg":"layer fully local"`), 600_000);
     // The proof starts once the store is quiet; the probe keeps it busy, so it also measures how the proof yields.
     probe = startProbe(diff, good.files);
     t0 = performance.now();

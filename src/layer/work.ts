@@ -32,7 +32,7 @@ export class LayerWork {
     const threads = opts.threads ?? Math.max(1, Math.min(4, availableParallelism()));
     // A worker's heap holds one TOC's objects while it builds (~1 KiB per entry); the limit turns a hostile TOC into
     // a refused layer instead of a daemon the kernel kills.
-    this.toc = new WorkerPool({ name: 'TOC worker', script, size: threads, nice: 5, idleExitMs: 30_000, resourceLimits: { maxOldGenerationSizeMb: opts.tocHeapMb ?? 2048 } });
+    this.toc = new WorkerPool({ name: 'TOC worker', script, size: threads, nice: 5, idleExitMs: 5_000, resourceLimits: { maxOldGenerationSizeMb: opts.tocHeapMb ?? 2048 } });
     this.verify = new WorkerPool({ name: 'chunk worker', script, size: threads, idleExitMs: 60_000, resourceLimits: { maxOldGenerationSizeMb: 256 } });
     this.proof = new WorkerPool({ name: 'proof worker', script, size: 1, nice: 19, idleExitMs: 10_000, resourceLimits: { maxOldGenerationSizeMb: 2048 } });
   }

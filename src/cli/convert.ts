@@ -73,18 +73,18 @@ export function registerConvert(program: Command): void {
     });
 }
 
-/** A list of absolute paths, one per line; blank lines and # comments are skipped. */
-async function readPathList(file: string): Promise<string[]> {
+/** A list of absolute paths, one per line; blank lines and # comments are skipped. `what` names it in errors. */
+export async function readPathList(file: string, what = '--prefetch'): Promise<string[]> {
   let text: string;
   try {
     text = file === '-' ? await readStdin() : await readFile(file, 'utf8');
   } catch (err) {
-    throw new ConvertError('BAD_OPTION', `--prefetch ${file}: cannot read it (${(err as Error).message})`);
+    throw new ConvertError('BAD_OPTION', `${what} ${file}: cannot read it (${(err as Error).message})`);
   }
   const paths = text.split('\n').map((l) => l.trim()).filter((l) => l !== '' && !l.startsWith('#'));
   const relative = paths.find((p) => !p.startsWith('/'));
   if (relative !== undefined) {
-    throw new ConvertError('BAD_OPTION', `--prefetch ${file}: "${relative}" is not an absolute path; list paths as a container sees them, e.g. /usr/bin/python3`);
+    throw new ConvertError('BAD_OPTION', `${what} ${file}: "${relative}" is not an absolute path; list paths as a container sees them, e.g. /usr/bin/python3`);
   }
   return paths;
 }

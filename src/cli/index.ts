@@ -1,6 +1,7 @@
 import { Command } from 'commander';
 import { TocfsError } from '../util/index.js';
 import { registerConvert } from './convert.js';
+import { registerHint } from './hint.js';
 import { registerInspect } from './inspect.js';
 import { registerMount } from './mount.js';
 import { registerGc } from './gc.js';
@@ -16,6 +17,7 @@ export function buildProgram(): Command {
     .exitOverride();
   registerInspect(program);
   registerConvert(program);
+  registerHint(program);
   registerMount(program);
   registerGc(program);
   registerStatus(program);

@@ -46,3 +46,27 @@ export function parsePrefetchHint(annotations: Readonly<Record<string, string>> 
   }
   return [...new Set(raw.map((p) => cleanAbsPath(p)))];
 }
+
+/**
+ * The same hint as an OCI artifact attached to an image (`tocfs hint`): the image's manifest and digests stay
+ * untouched, so signed or digest-pinned images can carry it. Its blob is `{"paths": [...]}`: paths of the whole
+ * image, each hinted in the layers whose tree has it as a regular file.
+ */
+export const ARTIFACT_TYPE_PREFETCH = 'application/vnd.tocfs.prefetch.v1+json';
+
+/** The artifact blob for `paths` (same limits as an annotation). */
+export function formatPrefetchArtifact(paths: readonly string[]): Buffer {
+  return Buffer.from(`{"paths":${formatPrefetchHint(paths)}}`);
+}
+
+/** The paths of a prefetch artifact blob; a malformed one is a FormatError. */
+export function parsePrefetchArtifact(blob: Uint8Array): string[] {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(Buffer.from(blob).toString('utf8'));
+  } catch (err) {
+    throw formatError('ANNOTATION_INVALID', `prefetch artifact is not JSON (${(err as Error).message})`);
+  }
+  const paths = (raw as { paths?: unknown } | null)?.paths;
+  return parsePrefetchHint({ [ANNOTATION_PREFETCH]: JSON.stringify(paths ?? null) });
+}

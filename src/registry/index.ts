@@ -8,6 +8,7 @@ export { RegistriesConf, loadRegistriesConf, parseRegistriesConf, type Endpoint,
   DEFAULT_REGISTRIES_CONF, DEFAULT_REGISTRIES_CONF_DIR } from './registries-conf.js';
 export { MediaType, MAX_MANIFEST_BYTES, hostPlatform, matchPlatform, parseManifest, parseImageConfig, type Descriptor, type Platform,
   type ImageManifest, type ImageIndex, type Manifest, type ImageConfig } from './manifest.js';
+export { attachArtifact, findArtifact, referrersTag } from './referrers.js';
 export { type BlobData, type PushBlobOptions, type PushBlobResult } from './push.js';
 export { DEFAULT_RETRY_POLICY, DEFAULT_TIMEOUTS, DEFAULT_FETCH_TIMEOUT_MS, type RetryPolicy, type Timeouts, type RegistryLogger } from './http.js';
 export { RegistryError, InvalidReferenceError, RegistryConfigError, BlockedRegistryError, RegistryAuthError, RegistryNotFoundError,

@@ -2,13 +2,15 @@ import { createHash } from 'node:crypto';
 import { open, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { LRUCache } from 'lru-cache';
-import { layerKind, MEDIA_TYPE_SENTINEL, parsePrefetchHint, readLayerSections, type LayerSections } from '../format/index.js';
 import {
-  ChunkCache, LayerContent, LayerPrefetcher, LayerTree, layerWork, nodeAt,
+  ARTIFACT_TYPE_PREFETCH, layerKind, MEDIA_TYPE_SENTINEL, parsePrefetchArtifact, parsePrefetchHint, readLayerSections, type LayerSections,
+} from '../format/index.js';
+import {
+  ChunkCache, LayerContent, LayerPrefetcher, LayerTree, layerWork, nodeAt, S_IFMT, S_IFREG,
   type BackgroundScheduler, type BlobSource, type ContentLogger, type IndexFiles, type LayerWork,
 } from '../layer/index.js';
 import {
-  parseImageConfig, parseReference, withDigest, type Descriptor, type ImageManifest, type ImageReference, type RegistryClient,
+  findArtifact, parseImageConfig, parseReference, withDigest, type Descriptor, type ImageManifest, type ImageReference, type RegistryClient,
 } from '../registry/index.js';
 import { TocfsError, type Digest } from '../util/index.js';
 import type { KeyGeneration } from './info.js';
@@ -45,6 +47,8 @@ export interface ProofStatus {
 
 interface ImageState {
   ref: ImageReference;
+  /** Paths of a prefetch hint attached to the image as an artifact (`tocfs hint`); [] without one. */
+  hint: Promise<string[]>;
   instances: Instance[];
   /** Further candidate manifests of an index, fetched only when a key is not in the ones above. */
   more: Descriptor[];
@@ -194,7 +198,7 @@ export class Resolver {
     const kind = layerKind(desc.annotations);
     if (kind !== 'zstd:chunked') throw new NotServable('NOT_CHUNKED', `${ref.string} layer ${desc.digest} is ${kind}; podman pulls it normally`);
     const generation: KeyGeneration = key === desc.digest ? 'blob' : 'toc';
-    const data = await this.layerData(ref, desc, diffID, sentinel);
+    const data = await this.layerData(ref, desc, diffID, sentinel, image.hint);
     if (this.opts.proof === 'before-use' && data.proof.state !== 'proven' && data.proof.state !== 'skipped') {
       // before-use: the layer appears only once its tar is proven to be the DiffID the config promises.
       await data.background;
@@ -234,10 +238,24 @@ export class Resolver {
       throw err;
     }
     return {
-      ref,
+      ref, hint: this.attachedHint(ref, r.index?.digest ?? r.manifest.digest),
       instances: [{ manifest: r.manifest.manifest, diffIds: r.config.diffIds }],
       more: r.candidates.slice(1),
     };
+  }
+
+  /**
+   * A prefetch hint attached to the image (OCI referrers, tag schema), looked up while its layers open. It only
+   * orders the background fetch, so any failure is logged and means "no hint".
+   */
+  private attachedHint(ref: ImageReference, subject: Digest): Promise<string[]> {
+    const p = findArtifact(this.opts.client, ref, subject, ARTIFACT_TYPE_PREFETCH, this.bound())
+      .then((blob) => (blob ? parsePrefetchArtifact(blob) : []))
+      .catch((err: unknown) => {
+        this.opts.logger?.warn({ ref: ref.string, subject }, `${ref.string}: attached prefetch hint ignored: ${(err as Error).message}`);
+        return [];
+      });
+    return p;
   }
 
   /** Find the layer whose blob digest or TOC digest is `key`, looking into further index candidates if needed. */
@@ -269,11 +287,11 @@ export class Resolver {
     return hit as { desc: Descriptor; diffID: Digest; sentinel: boolean };
   }
 
-  private layerData(ref: ImageReference, desc: Descriptor, diffID: Digest, sentinel: boolean): Promise<LayerData> {
+  private layerData(ref: ImageReference, desc: Descriptor, diffID: Digest, sentinel: boolean, imageHint: Promise<string[]>): Promise<LayerData> {
     const id = `${ref.string}\0${desc.digest}`;
     let p = this.layers.get(id);
     if (!p) {
-      p = this.openLayer(ref, desc, diffID, sentinel);
+      p = this.openLayer(ref, desc, diffID, sentinel, imageHint);
       this.layers.set(id, p);
       p.catch(() => this.layers.delete(id));
     }
@@ -357,7 +375,7 @@ export class Resolver {
     }
   }
 
-  private async openLayer(ref: ImageReference, desc: Descriptor, diffID: Digest, sentinel: boolean): Promise<LayerData> {
+  private async openLayer(ref: ImageReference, desc: Descriptor, diffID: Digest, sentinel: boolean, imageHint: Promise<string[]>): Promise<LayerData> {
     const id = `${ref.string}\0${desc.digest}`;
     const early = this.earlyTocs.get(id);
     this.earlyTocs.delete(id);
@@ -389,15 +407,23 @@ export class Resolver {
     if (data.proof.state === 'pending' && proven?.diffID === diffID && proven.size === diffSize && proven.toc === tocDigest) {
       data.proof = { state: 'proven', detail: 'proven before (blob and TOC digest fix every byte the proof reads)' };
     }
+    let prefetcher: (() => Promise<LayerPrefetcher>) | undefined;
     if (this.opts.scheduler) {
       this.opts.scheduler.register(content);
       // The proof needs every byte of the layer: it implies a (paced) background fetch even when that is off.
       if (this.opts.backgroundFetch !== false || data.proof.state === 'pending') {
-        // This node's own record of first reads goes first; the image's hint covers what was never read here.
-        data.prefetcher = new LayerPrefetcher(tree, content, this.opts.scheduler, { firstNodes: [...access.adopt(await readBefore), ...hinted] });
+        // This node's own record of first reads goes first; the image's hints cover what was never read here. An
+        // attached hint is awaited by the background work only: lookups and reads never wait for it.
+        const scheduler = this.opts.scheduler;
+        const early = [...access.adopt(await readBefore), ...hinted];
+        prefetcher = async () => {
+          const attached = (await imageHint).map((p) => nodeAt(tree, p)).filter((n): n is number => n !== undefined && (tree.modeOf(n) & S_IFMT) === S_IFREG);
+          data.hintedFiles += attached.length;
+          return new LayerPrefetcher(tree, content, scheduler, { firstNodes: [...early, ...attached] });
+        };
       }
     }
-    data.background = this.runBackground(data);
+    data.background = this.runBackground(data, prefetcher);
     return data;
   }
 
@@ -417,10 +443,11 @@ export class Resolver {
    * tree lacks): only a transient failure (the registry did not deliver, the daemon is stopping) leaves it to a
    * later try. Nothing here throws.
    */
-  private async runBackground(data: LayerData): Promise<void> {
+  private async runBackground(data: LayerData, prefetcher?: () => Promise<LayerPrefetcher>): Promise<void> {
     const log = this.opts.logger;
     const what = `${data.ref.string} layer ${data.descriptor.digest}`;
     try {
+      if (prefetcher) data.prefetcher = await prefetcher();
       if (data.prefetcher) {
         await data.prefetcher.start();
         log?.info({ ref: data.ref.string, layer: data.descriptor.digest, bytes: data.prefetcher.progress.fetchedBytes }, 'layer fully local');
@@ -488,7 +515,7 @@ export class Resolver {
       while (next < todo.length) {
         const l = todo[next++]!;
         const sentinel = inst.manifest.layers[0]?.mediaType === MEDIA_TYPE_SENTINEL;
-        await this.layerData(image.ref, l.desc, l.diffID!, sentinel).catch(() => { /* reported when looked up */ });
+        await this.layerData(image.ref, l.desc, l.diffID!, sentinel, image.hint).catch(() => { /* reported when looked up */ });
       }
     };
     for (let i = 0; i < Math.min(this.opts.prefetchConcurrency ?? 4, todo.length); i++) void worker();

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { ANNOTATION_PREFETCH, formatPrefetchHint, parsePrefetchHint, PREFETCH_LIMITS } from '../../src/format/index.js';
+import { ANNOTATION_PREFETCH, formatPrefetchArtifact, formatPrefetchHint, parsePrefetchArtifact, parsePrefetchHint, PREFETCH_LIMITS } from '../../src/format/index.js';
 import { formatErr } from './helpers.js';
 
 const hint = (value: string) => ({ [ANNOTATION_PREFETCH]: value });
@@ -10,6 +10,14 @@ describe('format: prefetch hint annotation', () => {
     const value = formatPrefetchHint(['usr/bin/app', '/etc//hosts', '/usr/bin/app', '/a/./b/../c', '/']);
     assert.deepEqual(JSON.parse(value), ['/usr/bin/app', '/etc/hosts', '/a/c']);
     assert.deepEqual(parsePrefetchHint(hint(value)), ['/usr/bin/app', '/etc/hosts', '/a/c']);
+  });
+
+  it('round-trips the attached-artifact form ({"paths": [...]}) and refuses malformed ones', () => {
+    const blob = formatPrefetchArtifact(['/usr/bin/python3', 'lib/x.so', '/usr/bin/python3']);
+    assert.deepEqual(JSON.parse(blob.toString()), { paths: ['/usr/bin/python3', '/lib/x.so'] });
+    assert.deepEqual(parsePrefetchArtifact(blob), ['/usr/bin/python3', '/lib/x.so']);
+    assert.throws(() => parsePrefetchArtifact(Buffer.from('nope')), formatErr('ANNOTATION_INVALID', /prefetch artifact is not JSON/));
+    assert.throws(() => parsePrefetchArtifact(Buffer.from('{"paths": 3}')), formatErr('ANNOTATION_INVALID', /not a JSON array of paths/));
   });
 
   it('reads no hint as an empty list, and cleans what a hostile writer put there', () => {

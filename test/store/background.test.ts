@@ -75,7 +75,7 @@ describe('store: background fetch, outages and the DiffID proof', function () {
     const tar = await buildLayerTar(work, 'l', files.map((f) => ({ ...f, type: 'file' as const })));
     image = await buildImage([{ tar, compression: 'zstd:chunked' }]);
     const client = loopbackClient(proxy.host);
-    for (const name of ['fetched', 'outage', 'proven', 'reads', 'restart']) await pushImage(client, refOf(name), image);
+    for (const name of ['fetched', 'outage', 'proven', 'reads', 'restart', 'attached']) await pushImage(client, refOf(name), image);
     await pushImage(client, refOf('hinted'), withHint(image, JSON.stringify(['/data/f6.bin', 'data/f2.bin', '/no/such/file'])));
     await pushImage(client, refOf('badhint'), withHint(image, 'not json'));
     await pushImage(client, refOf('tampered'), withWrongDiffId(image));
@@ -140,6 +140,19 @@ describe('store: background fetch, outages and the DiffID proof', function () {
   });
 
   /** Where each file's bytes lie in the blob, from the layer's own TOC. */
+  /** The files of the layer in the order the proxy saw their bytes requested. */
+  async function fetchOrder(): Promise<string[]> {
+    const ranges = await fileRanges();
+    const fileAt = (offset: number) => ranges.find((r) => offset >= r.start && offset < r.end)?.path;
+    const order: string[] = [];
+    for (const r of proxy.requests) {
+      const m = r.range ? /bytes=(\d+)/.exec(r.range) : null;
+      const path = m ? fileAt(Number(m[1])) : undefined;
+      if (path && !order.includes(path)) order.push(path);
+    }
+    return order;
+  }
+
   async function fileRanges(): Promise<{ path: string; start: number; end: number }[]> {
     const desc = JSON.parse(image.manifest.toString()).layers[0];
     const blob = image.blobs.get(desc.digest)!;
@@ -152,18 +165,32 @@ describe('store: background fetch, outages and the DiffID proof', function () {
     proxy.clear();
     await stat(join(diffOf(d, refOf('hinted')), 'info'));
     await waitFor('the background fetch', () => /"msg":"layer fully local"/.test(d.log()));
-    const ranges = await fileRanges();
-    const fileAt = (offset: number) => ranges.find((r) => offset >= r.start && offset < r.end)?.path;
-    const order: string[] = [];
-    for (const r of proxy.requests) {
-      const m = r.range ? /bytes=(\d+)/.exec(r.range) : null;
-      const path = m ? fileAt(Number(m[1])) : undefined;
-      if (path && !order.includes(path)) order.push(path);
-    }
+    const order = await fetchOrder();
     assert.deepEqual(order.slice(0, 2), ['/data/f6.bin', '/data/f2.bin'], `fetch order ${order.join(', ')}`);
     const status = JSON.parse((await runCli(['status', '--root', d.root, '--json'])).stdout);
     assert.equal(status.layers[0].hintedFiles, 2, 'the hint names two files of the layer (and one it does not have)');
     assert.ok((await readFile(join(diffOf(d, refOf('hinted')), 'diff', files[6]!.path))).equals(files[6]!.data));
+  });
+
+  it('takes a hint attached to the image with `tocfs hint` (an OCI artifact): the image and its digest stay unchanged', async () => {
+    const client = loopbackClient(proxy.host);
+    const before = (await client.fetchManifest(refOf('attached'))).digest;
+    const list = join(work, 'attached-paths.txt');
+    writeFileSync(list, '/data/f5.bin\n# a comment\n/data/f1.bin\n/no/such/file\n');
+    const r = await runCli(['hint', refOf('attached'), list, '--insecure']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, new RegExp(`attached a prefetch hint of 3 paths to .*@${before}`));
+    assert.match(r.stdout, /listed under tag sha256-[0-9a-f]{64}/);
+    assert.equal((await client.fetchManifest(refOf('attached'))).digest, before, 'the image manifest is unchanged');
+    await client.close();
+    const d = await daemon('attached', 'background_concurrency = 1\nbackground_batch = "64KiB"\ndiffid_proof = "off"\n');
+    proxy.clear();
+    await stat(join(diffOf(d, refOf('attached')), 'info'));
+    await waitFor('the background fetch', () => /"msg":"layer fully local"/.test(d.log()));
+    const order = await fetchOrder();
+    assert.deepEqual(order.slice(0, 2), ['/data/f5.bin', '/data/f1.bin'], `fetch order ${order.join(', ')}`);
+    const status = JSON.parse((await runCli(['status', '--root', d.root, '--json'])).stdout);
+    assert.equal(status.layers[0].hintedFiles, 2);
   });
 
   it('ignores a malformed prefetch hint with a warning and serves the layer', async () => {

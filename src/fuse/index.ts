@@ -7,4 +7,4 @@ export type {
 } from './types.js';
 export { makedev, FUSE_ROOT_ID, InitFlag, FUSE_MAX_MINOR, FUSE_MIN_MINOR } from './protocol.js';
 export { DirReply } from './codec.js';
-export { abortConnection, clearStaleMount, findMounts, type MountInfo } from './mount.js';
+export { abortConnection, clearStaleMount, detachMount, findMounts, type MountInfo } from './mount.js';

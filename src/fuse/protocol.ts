@@ -122,8 +122,11 @@ export const FOPEN_NOFLUSH = 1 << 5;
 /** Set in fuse_in_header.unique of an INTERRUPT's own id. */
 export const FUSE_INT_REQ_BIT = 1;
 
-/** fuse_notify_code FUSE_NOTIFY_RESEND (7.40): the kernel requeues every request a server read but did not answer. */
-export const NOTIFY_RESEND = 9;
+/**
+ * fuse_notify_code FUSE_NOTIFY_RESEND (7.40, Linux 6.9): the kernel requeues every request a server read but did not
+ * answer. 7, not 9: 8 is INC_EPOCH and 9 PRUNE (which answers a body-less notification with EINVAL).
+ */
+export const NOTIFY_RESEND = 7;
 /** INIT flags2 bit 39 − 32: the kernel can resend (FUSE_HAS_RESEND); resent requests carry bit 63 in `unique`. */
 export const INIT_FLAG2_HAS_RESEND = 1 << 7;
 /** FUSE_UNIQUE_RESEND (bit 63 of unique) as a bit of the high 32-bit word. */

@@ -90,6 +90,8 @@ export interface SessionStats {
   requests: number;
   errors: number;
   interrupts: number;
+  /** Requests a dead server of this connection had read, resent by the kernel (FUSE_NOTIFY_RESEND). */
+  resent: number;
   /** Requests per opcode name. */
   byOp: Record<string, number>;
   inFlight: number;
@@ -204,7 +206,7 @@ export class FuseSession extends EventEmitter {
   /** Minor device number of the connection (st_dev 0:minor), known once mounted. */
   devMinor: number | undefined;
   private readonly opCounts = new Float64Array(64);
-  private readonly counters = { requests: 0, errors: 0, interrupts: 0 };
+  private readonly counters = { requests: 0, errors: 0, interrupts: 0, resent: 0 };
 
   /** Request counters (a snapshot). */
   get stats(): SessionStats {
@@ -735,6 +737,7 @@ export class FuseSession extends EventEmitter {
     const body = IN_HEADER_SIZE;
     const end = Math.min(len, n) - extlen;
     this.counters.requests++;
+    if (unique < 0) this.counters.resent++;
     this.opCounts[opcode < 64 ? opcode : 0]!++;
     const req = new Request(unique, opcode, buf.readUInt32LE(24), buf.readUInt32LE(28), buf.readUInt32LE(32));
     const ops = this.ops;

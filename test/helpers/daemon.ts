@@ -6,7 +6,10 @@ import { CLI, run } from './cli.js';
 export interface DaemonHandle {
   mountpoint: string;
   root: string;
+  /** The `tocfs mount` process (the supervisor). */
   pid: number;
+  /** The process serving the mount now (the supervisor's child), from the supervisor's log. */
+  serverPid(): number | undefined;
   /** Everything the daemon logged (JSON lines). */
   log(): string;
   /** Wait until the log matches (log lines are written asynchronously, after the operation answered). */
@@ -49,6 +52,10 @@ export async function startDaemon(work: string, opts: { insecureHosts?: string[]
   }
   return {
     mountpoint, root, pid: child.pid!, log: () => log,
+    serverPid() {
+      const all = [...log.matchAll(/"serverPid":(\d+)[^\n]*"msg":"server started"/g)];
+      return all.length ? Number(all[all.length - 1]![1]) : undefined;
+    },
     async waitForLog(re: RegExp, timeoutMs = 10_000) {
       const end = Date.now() + timeoutMs;
       while (!re.test(log)) {

@@ -28,7 +28,12 @@ function mounted(mountpoint: string): boolean {
 export async function startDaemon(work: string, opts: { insecureHosts?: string[]; extraConfig?: string; env?: Record<string, string> } = {}): Promise<DaemonHandle> {
   const mountpoint = join(work, 'store');
   const root = join(work, 'state');
-  mkdirSync(mountpoint, { recursive: true });
+  try {
+    mkdirSync(mountpoint, { recursive: true });
+  } catch (err) {
+    // The dead mount of a killed daemon: tocfs mount detaches it.
+    if ((err as NodeJS.ErrnoException).code !== 'ENOTCONN') throw err;
+  }
   const regConf = join(work, 'tocfs-registries.conf');
   writeFileSync(regConf, (opts.insecureHosts ?? []).map((h) => `[[registry]]\nlocation = "${h}"\ninsecure = true\n`).join('\n'));
   const cfg = join(work, 'tocfs.toml');

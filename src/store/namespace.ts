@@ -3,6 +3,7 @@
 // are (slot + 1) · 2^32 + node and a tree's node numbers follow from its TOC; what the journal keeps is which
 // slot and which small ids each ref directory and layer directory got.
 import { closeSync, openSync, readFileSync, writeSync } from 'node:fs';
+import type { RecordedLayer } from './resolver.js';
 
 export type NamespaceRecord =
   /** Written first: the mount's start time (the mtime of the store's own directories). */
@@ -10,7 +11,11 @@ export type NamespaceRecord =
   /** A `<base64 ref>` directory (`name` is the directory name). */
   | { t: 'ref'; name: string; ino: number }
   /** A `<key>` directory of ref directory `ref` (its name) and the ids of its children. */
-  | { t: 'layer'; ref: string; key: string; slot: number; ino: number; info: number; blob: number; toc: number };
+  | {
+    t: 'layer'; ref: string; key: string; slot: number; ino: number; info: number; blob: number; toc: number;
+    /** How to open the layer again without the registry (Resolver.reopen). */
+    layer?: RecordedLayer;
+  };
 
 /**
  * An append-only file of NamespaceRecords, one JSON line each, written synchronously before the reply that hands
@@ -78,7 +83,16 @@ function isRecord(r: unknown): r is NamespaceRecord {
     case 'ref': return typeof o.name === 'string' && id(o.ino);
     case 'layer':
       return typeof o.ref === 'string' && typeof o.key === 'string' && Number.isSafeInteger(o.slot) && (o.slot as number) >= 0
-        && id(o.ino) && id(o.info) && id(o.blob) && id(o.toc);
+        && id(o.ino) && id(o.info) && id(o.blob) && id(o.toc) && (o.layer === undefined || isRecordedLayer(o.layer));
     default: return false;
   }
+}
+
+function isRecordedLayer(v: unknown): v is RecordedLayer {
+  if (typeof v !== 'object' || v === null) return false;
+  const o = v as Record<string, unknown>;
+  const d = o.descriptor as Record<string, unknown> | undefined;
+  return typeof d === 'object' && d !== null && typeof d.digest === 'string' && typeof d.mediaType === 'string'
+    && Number.isSafeInteger(d.size) && typeof o.diffID === 'string' && typeof o.sentinel === 'boolean'
+    && (o.generation === 'blob' || o.generation === 'toc');
 }

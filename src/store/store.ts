@@ -8,7 +8,7 @@ import { ContentError, S_IFDIR, S_IFMT, S_IFREG } from '../layer/index.js';
 import { isDigest, type Digest } from '../util/index.js';
 import { layerInfo, type KeyGeneration } from './info.js';
 import type { NamespaceJournal, NamespaceRecord } from './namespace.js';
-import type { LayerData, Resolver } from './resolver.js';
+import type { FoundLayer, LayerData, Resolver } from './resolver.js';
 
 /** A `<b64 ref>/<key>` directory: one layer as one podman generation asked for it. */
 interface LayerDir {
@@ -178,7 +178,9 @@ export class LayerStore implements Operations {
     if (!p) {
       const r = this.pending.get(slot)!;
       const refNode = this.node(this.refs.get(r.ref)!) as Extract<StoreNode, { kind: 'ref' }>;
-      p = this.layerDir(refNode, r.key as Digest);
+      // Recorded facts open the layer without the registry; a record without them looks it up again.
+      const resolve = () => (r.layer ? this.opts.resolver.reopen(refNode.ref, r.layer) : this.opts.resolver.find(refNode.ref, r.key as Digest));
+      p = this.layerDir(refNode, r.key as Digest, resolve);
       this.restoring.set(slot, p);
       p.catch(() => this.restoring.delete(slot)); // a later request tries again
     }
@@ -345,16 +347,19 @@ export class LayerStore implements Operations {
     return ino;
   }
 
-  private async layerDir(refNode: Extract<StoreNode, { kind: 'ref' }>, name: string): Promise<LayerDir> {
+  private async layerDir(refNode: Extract<StoreNode, { kind: 'ref' }>, name: string, resolve?: () => Promise<FoundLayer>): Promise<LayerDir> {
     if (!isDigest(name)) throw new Errno('ENOENT');
     const known = refNode.layers.get(name);
     if (known) {
       if (known.data.quarantined) throw new Errno('ENOENT');
       return known;
     }
+    // A layer an earlier server handed out is restored as recorded, whichever request comes first.
+    const pendingSlot = this.pendingKey.get(`${refNode.name}/${name}`);
+    if (!resolve && pendingSlot !== undefined) return this.restore(pendingSlot);
     let found;
     try {
-      found = await this.opts.resolver.find(refNode.ref, name);
+      found = await (resolve ? resolve() : this.opts.resolver.find(refNode.ref, name));
     } catch {
       throw new Errno('ENOENT'); // logged by the resolver: podman falls back to a normal pull
     }
@@ -386,6 +391,7 @@ export class LayerStore implements Operations {
     } else {
       this.opts.journal?.append({
         t: 'layer', ref: refNode.name, key: name, slot: dir.slot, ino, info: children.info, blob: children.blob, toc: children.tocDigest,
+        layer: found.recorded,
       });
     }
     this.slots.set(dir.slot, dir);

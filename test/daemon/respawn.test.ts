@@ -52,6 +52,10 @@ describe('daemon: the mount survives its server (supervisor, FUSE_NOTIFY_RESEND,
     await pushImage(c, `${registry.host}/respawn/app:v1`, image);
     await c.close();
   });
+  afterEach(function () {
+    // The daemons' logs of a failed test, for whoever debugs it.
+    if (this.currentTest?.state === 'failed' && process.env.TOCFS_TEST_LOG) writeFileSync(process.env.TOCFS_TEST_LOG, daemons.map((d) => d.log()).join('\n'));
+  });
   after(async () => {
     for (const d of daemons) await d.stop();
     await proxy?.stop();
@@ -99,7 +103,6 @@ describe('daemon: the mount survives its server (supervisor, FUSE_NOTIFY_RESEND,
     const killedAt = Date.now();
     process.kill(first, 'SIGKILL');
     let timer: NodeJS.Timeout | undefined;
-    if (process.env.TOCFS_TEST_LOG) setInterval(() => writeFileSync(process.env.TOCFS_TEST_LOG!, d.log()), 1000).unref();
     await Promise.race([readers, new Promise((_, reject) => {
       timer = setTimeout(() => reject(new Error(`reads hang after the kill (${doneAt.length} done):\n${d.log()}`)), 30_000);
     })]).finally(() => clearTimeout(timer));
@@ -128,6 +131,16 @@ describe('daemon: the mount survives its server (supervisor, FUSE_NOTIFY_RESEND,
     assert.ok((await readFile(join(diff, files[0]!.path))).equals(files[0]!.data));
     const resumed = /"afterMs":(\d+)[^\n]*"msg":"server resumed the mount"/.exec(d.log());
     console.log(`      kill → first read answered: ${after[0]! - killedAt} ms; kill → new server ready: ${resumed?.[1]} ms; resent requests: ${status.fuse.resent}`);
+
+    // Again with the registry down: the next server reopens the layer from what the journal recorded and the local
+    // tree index, so the node ids the kernel holds still answer (OPEN of a file read before, listing a directory).
+    proxy.setRule(() => ({ kind: 'status', status: 503 }));
+    const fetchesBefore = proxy.requests.length;
+    process.kill(second, 'SIGKILL');
+    await waitFor('a third server', () => d.serverPid() !== second && [...d.log().matchAll(/"msg":"server resumed the mount"/g)].length === 2);
+    assert.ok((await readFile(join(diff, files[0]!.path))).equals(files[0]!.data));
+    assert.equal((await readdir(join(diff, 'data/d5'))).length, files.filter((f) => f.path.startsWith('data/d5/')).length);
+    assert.equal(proxy.requests.length, fetchesBefore, 'the registry was not asked');
     proxy.setRule(undefined);
   });
 

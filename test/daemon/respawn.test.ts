@@ -158,6 +158,25 @@ describe('daemon: the mount survives its server (supervisor, FUSE_NOTIFY_RESEND,
     assert.ok((await readFile(join(diffOf(again), files[2]!.path))).equals(files[2]!.data));
   });
 
+  it('a server that keeps dying: 5 respawns within a minute, then tocfs mount unmounts and exits 1', async () => {
+    const d = await daemon('keeps-dying');
+    const killed = new Set<number>();
+    while (killed.size < 6) {
+      await waitFor('the next server', () => {
+        const pid = d.serverPid();
+        return pid !== undefined && !killed.has(pid);
+      }, 20_000);
+      const pid = d.serverPid()!;
+      killed.add(pid);
+      process.kill(pid, 'SIGKILL');
+    }
+    await waitFor('tocfs mount to give up', () => d.exitCode() !== null, 20_000);
+    assert.equal(d.exitCode(), 1);
+    assert.equal([...d.log().matchAll(/server died \(signal SIGKILL\), respawning/g)].length, 5);
+    assert.match(d.log(), /server died \(signal SIGKILL\) 6 times within 60 s: giving up, unmounting/);
+    assert.ok(!mounted(d.mountpoint), 'the mount is gone, not left dead');
+  });
+
   it('SIGTERM to tocfs mount stops the server and unmounts within 2 s', async () => {
     const d = await daemon('sigterm');
     assert.ok((await readFile(join(diffOf(d), files[3]!.path))).equals(files[3]!.data));

@@ -10,6 +10,8 @@ export interface DaemonHandle {
   pid: number;
   /** The process serving the mount now (the supervisor's child), from the supervisor's log. */
   serverPid(): number | undefined;
+  /** Exit code of `tocfs mount` once it exited (null while it runs). */
+  exitCode(): number | null;
   /** Everything the daemon logged (JSON lines). */
   log(): string;
   /** Wait until the log matches (log lines are written asynchronously, after the operation answered). */
@@ -57,6 +59,7 @@ export async function startDaemon(work: string, opts: { insecureHosts?: string[]
   }
   return {
     mountpoint, root, pid: child.pid!, log: () => log,
+    exitCode: () => child.exitCode,
     serverPid() {
       const all = [...log.matchAll(/"serverPid":(\d+)[^\n]*"msg":"server started"/g)];
       return all.length ? Number(all[all.length - 1]![1]) : undefined;

@@ -239,6 +239,8 @@ export class FuseSession extends EventEmitter {
   private readonly done: Promise<void>;
   private resolveDone!: () => void;
   private initWaiter: { resolve: () => void; reject: (e: Error) => void } | undefined;
+  /** adopt() after a dead server, not knowing whether INIT was answered: a request other than INIT says it was. */
+  private initMaybeDone = false;
   private readonly onSignal = (sig: NodeJS.Signals): void => {
     this.log.info({ signal: sig, mountPoint: this.mountPoint }, 'signal: unmounting');
     void this.close();
@@ -356,6 +358,7 @@ export class FuseSession extends EventEmitter {
       process.on('SIGINT', this.onSignal);
       process.on('SIGTERM', this.onSignal);
     }
+    this.initMaybeDone = !o.negotiated && o.resend === true;
     // After the reads are running: the resent requests come back to this process's queue at once.
     if (o.resend) this.resend();
     if (init) await this.awaitInit(init);
@@ -746,6 +749,7 @@ export class FuseSession extends EventEmitter {
       return buf.toString('utf8', off, z < 0 || z > end ? end : z);
     };
 
+    if (this.initMaybeDone && opcode !== Opcode.INIT) this.assumeInitialised();
     switch (opcode) {
       case Opcode.INIT:
         this.init(req, buf.subarray(body, end));
@@ -941,7 +945,27 @@ export class FuseSession extends EventEmitter {
     this.replyScratch(unique, STATFS_OUT_SIZE);
   }
 
+  /**
+   * The previous server answered INIT but died before its supervisor learned the result. The kernel keeps what was
+   * settled; what this session needs of it follows from the same options (a server is restarted with the same).
+   */
+  private assumeInitialised(): void {
+    this.initMaybeDone = false;
+    if (this.negotiated) return;
+    const ops = this.ops;
+    const flags = (ops.open ? 0 : InitFlag.NO_OPEN_SUPPORT) | (ops.opendir ? 0 : InitFlag.NO_OPENDIR_SUPPORT);
+    this.negotiated = {
+      major: FUSE_KERNEL_VERSION, minor: FUSE_MAX_MINOR, kernelMinor: FUSE_MAX_MINOR, flags, kernelFlags: flags,
+      maxReadahead: this.opts.maxReadahead, maxWrite: this.maxWrite, maxPages: this.opts.maxRequestBytes / PAGE, transport: this.transport,
+    };
+    this.log.warn({ mountPoint: this.mountPoint }, 'INIT was answered by the previous server: assuming what this server would have settled');
+    this.emit('init', this.negotiated);
+    this.initWaiter?.resolve();
+    this.initWaiter = undefined;
+  }
+
   private init(req: Request, body: Buffer): void {
+    this.initMaybeDone = false;
     const major = body.readUInt32LE(0);
     const minor = body.readUInt32LE(4);
     const kReadahead = body.readUInt32LE(8);

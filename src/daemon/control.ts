@@ -16,7 +16,8 @@ export interface DaemonStatus {
     disk?: { dir: string; bytes: number; maxBytes: number; chunks: number; hits: number; misses: number; evictions: number; corrupt: number };
   };
   registryErrors: ResolveFailure[];
-  fuse: { requests: number; errors: number; inFlight: number };
+  /** `resent`: requests a dead server had read, answered by this one. */
+  fuse: { requests: number; errors: number; inFlight: number; resent?: number };
 }
 
 export interface ControlDeps {

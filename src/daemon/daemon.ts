@@ -2,10 +2,10 @@ import { chmod, mkdir, readdir } from 'node:fs/promises';
 import type { Server } from 'node:http';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { FuseSession } from '../fuse/index.js';
+import { FuseSession, type Negotiated } from '../fuse/index.js';
 import { BackgroundScheduler, ChunkCache, closeLayerWork, DiskCache } from '../layer/index.js';
 import { RegistryClient } from '../registry/index.js';
-import { LayerStore, Resolver } from '../store/index.js';
+import { LayerStore, NamespaceJournal, Resolver } from '../store/index.js';
 import { cacheDirOf, type Config } from './config.js';
 import { startControl, type DaemonStatus } from './control.js';
 import { createLogger } from './log.js';
@@ -25,17 +25,38 @@ export interface Daemon {
 
 export { createLogger } from './log.js';
 
+/** A FUSE connection mounted by the supervisor, served by this process (src/daemon/supervisor.ts). */
+export interface InheritedConnection {
+  /** This process's /dev/fuse fd of the connection. */
+  fd: number;
+  devMinor?: number;
+  /** Set when an earlier server answered INIT. */
+  negotiated?: Negotiated;
+  /** An earlier server of this connection died: resend its requests and take back the node ids it handed out. */
+  resume: boolean;
+  /** Called as soon as INIT is answered. */
+  onInit?: (n: Negotiated) => void;
+}
+
+/** Where the store records the node ids it hands out (see src/store/namespace.ts). */
+export function namespaceJournalPath(cfg: Config): string {
+  return join(cfg.root, 'namespace.jsonl');
+}
+
 /** The storage.conf line that makes podman use this store. */
 export function storageConfLine(mountpoint: string): string {
   return `additionallayerstores = ["${mountpoint}:ref"]`;
 }
 
 /** Wire config → logger → caches → registry → store → FUSE, and mount. */
-export async function startDaemon(cfg: Config, logger: Logger = createLogger(cfg.logLevel, cfg.logFormat)): Promise<Daemon> {
+export async function startDaemon(cfg: Config, logger: Logger = createLogger(cfg.logLevel, cfg.logFormat), inherited?: InheritedConnection): Promise<Daemon> {
   // A daemon killed with SIGKILL leaves its mount behind (ENOTCONN): the FUSE session clears it when it mounts.
-  await mkdir(cfg.mountpoint, { recursive: true }).catch((err: NodeJS.ErrnoException) => {
-    if (err.code !== 'ENOTCONN') throw err;
-  });
+  // (Not when serving an inherited mount: touching our own mountpoint before serving it would wait for ourselves.)
+  if (!inherited) {
+    await mkdir(cfg.mountpoint, { recursive: true }).catch((err: NodeJS.ErrnoException) => {
+      if (err.code !== 'ENOTCONN') throw err;
+    });
+  }
   await securePrivateState(cfg, logger);
   const client = new RegistryClient({
     logger: logger.child({ component: 'registry' }),
@@ -70,10 +91,16 @@ export async function startDaemon(cfg: Config, logger: Logger = createLogger(cfg
     backgroundFetch: cfg.backgroundFetch, proof: cfg.diffidProof, accessDir: join(cfg.root, 'access'), proofDir: join(cfg.root, 'proven'),
     fetchTimeoutMs: cfg.fetchTimeoutSeconds * 1000, onFetch: metrics.onFetch,
   });
-  const store = new LayerStore({ resolver, logger: logger.child({ component: 'store' }) });
-  session = await FuseSession.mount(cfg.mountpoint, cfg.metricsListen ? metrics.instrument(store) : store, {
-    subtype: 'tocfs', fsname: 'tocfs', allowOther: true, logger: logger.child({ component: 'fuse' }),
-  });
+  const journalPath = namespaceJournalPath(cfg);
+  const journal = inherited?.resume ? NamespaceJournal.resume(journalPath) : NamespaceJournal.fresh(journalPath, Math.floor(Date.now() / 1000));
+  const store = new LayerStore({ resolver, logger: logger.child({ component: 'store' }), journal });
+  const ops = cfg.metricsListen ? metrics.instrument(store) : store;
+  const fuseOpts = { subtype: 'tocfs', fsname: 'tocfs', allowOther: true, logger: logger.child({ component: 'fuse' }) };
+  session = inherited
+    ? await FuseSession.adopt(inherited.fd, cfg.mountpoint, ops, {
+      ...fuseOpts, devMinor: inherited.devMinor, negotiated: inherited.negotiated, resend: inherited.resume, onInit: inherited.onInit,
+    })
+    : await FuseSession.mount(cfg.mountpoint, ops, fuseOpts);
   const startedAt = new Date().toISOString();
   status = () => ({
     pid: process.pid, mountpoint: cfg.mountpoint, startedAt, layers: store.status(),
@@ -82,7 +109,7 @@ export async function startDaemon(cfg: Config, logger: Logger = createLogger(cfg
       ...(disk ? { disk: { dir: disk.dir, bytes: disk.usedBytes, maxBytes: disk.maxBytes, chunks: disk.entries, ...disk.stats } } : {}),
     },
     registryErrors: resolver.recentFailures,
-    fuse: { requests: session.stats.requests, errors: session.stats.errors, inFlight: session.stats.inFlight },
+    fuse: { requests: session.stats.requests, errors: session.stats.errors, inFlight: session.stats.inFlight, resent: session.stats.resent },
   });
   const servers: Server[] = [await startControl(join(cfg.root, 'tocfs.sock'), { status, reads: () => store.reads(), credentials: client.credentials, onCredentials: () => resolver.clearFailures(), logger: logger.child({ component: 'control' }) })];
   if (cfg.metricsListen) {
@@ -90,6 +117,7 @@ export async function startDaemon(cfg: Config, logger: Logger = createLogger(cfg
     logger.info({ address: cfg.metricsListen }, 'metrics served at /metrics');
   }
   const closed = new Promise<void>((resolve) => session.once('close', () => resolve()));
+  void closed.then(() => journal.close());
   const shutdown = closed.then(async () => {
     stop.abort();
     scheduler.stop();

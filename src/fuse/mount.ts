@@ -99,3 +99,13 @@ export async function abortConnection(minor: number): Promise<boolean> {
     return false;
   }
 }
+
+/**
+ * Detach a mount of ours for good: lazily (a busy mount cannot hang us), then abort its connection, so that what
+ * still waits on it fails instead of hanging. For a process that keeps a connection's fd but does not serve it.
+ */
+export async function detachMount(mountPoint: string, minor: number | undefined): Promise<void> {
+  const r = await run('umount', ['-i', '-l', mountPoint]);
+  if (r.code !== 0 && !/not mounted|no mount point/i.test(r.stderr)) throw new Error(`umount of ${mountPoint} failed: ${r.stderr.trim()}`);
+  if (minor !== undefined) await abortConnection(minor);
+}

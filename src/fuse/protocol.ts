@@ -122,6 +122,16 @@ export const FOPEN_NOFLUSH = 1 << 5;
 /** Set in fuse_in_header.unique of an INTERRUPT's own id. */
 export const FUSE_INT_REQ_BIT = 1;
 
+/**
+ * fuse_notify_code FUSE_NOTIFY_RESEND (7.40, Linux 6.9): the kernel requeues every request a server read but did not
+ * answer. 7, not 9: 8 is INC_EPOCH and 9 PRUNE (which answers a body-less notification with EINVAL).
+ */
+export const NOTIFY_RESEND = 7;
+/** INIT flags2 bit 39 − 32: the kernel can resend (FUSE_HAS_RESEND); resent requests carry bit 63 in `unique`. */
+export const INIT_FLAG2_HAS_RESEND = 1 << 7;
+/** FUSE_UNIQUE_RESEND (bit 63 of unique) as a bit of the high 32-bit word. */
+const UNIQUE_RESEND_HI = 0x80000000;
+
 const TWO32 = 4294967296;
 
 /** Write a non-negative safe integer (or a negative one, two's complement) as u64/i64 little-endian. */
@@ -140,6 +150,23 @@ export function writeU64(buf: Buffer, value: number, off: number): void {
 /** Read a u64 as a number (exact up to 2^53, which every id we hand out stays below). */
 export function readU64(buf: Buffer, off: number): number {
   return buf.readUInt32LE(off) + buf.readUInt32LE(off + 4) * TWO32;
+}
+
+/**
+ * A request's `unique` as a number. Ids are small even counters, but a resent request has bit 63 set, which a
+ * double cannot carry next to the counter: it is returned negated instead, and writeUnique puts the bit back (the
+ * kernel matches a reply to its request by the whole 64-bit value).
+ */
+export function readUnique(buf: Buffer, off: number): number {
+  const hi = buf.readUInt32LE(off + 4);
+  const v = buf.readUInt32LE(off) + (hi & ~UNIQUE_RESEND_HI) * TWO32;
+  return hi & UNIQUE_RESEND_HI ? -v : v;
+}
+
+export function writeUnique(buf: Buffer, unique: number, off: number): void {
+  const v = Math.abs(unique);
+  buf.writeUInt32LE(v % TWO32, off);
+  buf.writeUInt32LE((Math.floor(v / TWO32) | (unique < 0 ? UNIQUE_RESEND_HI : 0)) >>> 0, off + 4);
 }
 
 /** Linux new_encode_dev(): the dev_t encoding fuse_attr.rdev carries. */

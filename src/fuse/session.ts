@@ -21,8 +21,9 @@ import { Errno } from './errno.js';
 import { abortConnection, clearStaleMount, findMounts, run } from './mount.js';
 import {
   ATTR_OUT_SIZE, ENTRY_OUT_SIZE, FOPEN_CACHE_DIR, FOPEN_DIRECT_IO, FOPEN_KEEP_CACHE, FOPEN_NOFLUSH, FOPEN_NONSEEKABLE,
-  FUSE_KERNEL_VERSION, FUSE_MAX_MINOR, FUSE_MIN_MINOR, GETXATTR_OUT_SIZE, INIT_OUT_SIZE, IN_HEADER_SIZE, InitFlag,
-  OPCODE_NAMES, OPEN_OUT_SIZE, OUT_HEADER_SIZE, Opcode, STATFS_OUT_SIZE, readU64, writeU64,
+  FUSE_KERNEL_VERSION, FUSE_MAX_MINOR, FUSE_MIN_MINOR, GETXATTR_OUT_SIZE, INIT_FLAG2_HAS_RESEND, INIT_OUT_SIZE,
+  IN_HEADER_SIZE, InitFlag, NOTIFY_RESEND, OPCODE_NAMES, OPEN_OUT_SIZE, OUT_HEADER_SIZE, Opcode, STATFS_OUT_SIZE, readU64,
+  readUnique, writeU64, writeUnique,
 } from './protocol.js';
 import type { Entry, FuseLogger, Negotiated, OpenReply, Operations, RequestContext, StatfsReply } from './types.js';
 
@@ -70,10 +71,27 @@ export interface SessionOptions {
   gid?: number;
 }
 
+/** How FuseSession.adopt takes over a connection another process mounted (see src/daemon/supervisor.ts). */
+export interface AdoptOptions extends SessionOptions {
+  /** Minor device number of the connection, if the mounting process knows it. */
+  devMinor?: number;
+  /** What INIT settled on, when an earlier server of this connection answered it: no INIT comes again. */
+  negotiated?: Negotiated;
+  /**
+   * An earlier server of this connection died: ask the kernel to resend the requests it had read but not
+   * answered (FUSE_NOTIFY_RESEND), or their callers wait forever.
+   */
+  resend?: boolean;
+  /** Called as soon as INIT is answered (before adopt resolves). */
+  onInit?: (n: Negotiated) => void;
+}
+
 export interface SessionStats {
   requests: number;
   errors: number;
   interrupts: number;
+  /** Requests a dead server of this connection had read, resent by the kernel (FUSE_NOTIFY_RESEND). */
+  resent: number;
   /** Requests per opcode name. */
   byOp: Record<string, number>;
   inFlight: number;
@@ -188,7 +206,7 @@ export class FuseSession extends EventEmitter {
   /** Minor device number of the connection (st_dev 0:minor), known once mounted. */
   devMinor: number | undefined;
   private readonly opCounts = new Float64Array(64);
-  private readonly counters = { requests: 0, errors: 0, interrupts: 0 };
+  private readonly counters = { requests: 0, errors: 0, interrupts: 0, resent: 0 };
 
   /** Request counters (a snapshot). */
   get stats(): SessionStats {
@@ -221,6 +239,8 @@ export class FuseSession extends EventEmitter {
   private readonly done: Promise<void>;
   private resolveDone!: () => void;
   private initWaiter: { resolve: () => void; reject: (e: Error) => void } | undefined;
+  /** adopt() after a dead server, not knowing whether INIT was answered: a request other than INIT says it was. */
+  private initMaybeDone = false;
   private readonly onSignal = (sig: NodeJS.Signals): void => {
     this.log.info({ signal: sig, mountPoint: this.mountPoint }, 'signal: unmounting');
     void this.close();
@@ -264,6 +284,17 @@ export class FuseSession extends EventEmitter {
     return s;
   }
 
+  /**
+   * Serve a connection that is already mounted (`fd` is its /dev/fuse fd, inherited from the process that
+   * mounted it). Resolves once INIT is answered, or at once when `negotiated` says an earlier server answered it.
+   * close() unmounts as for a session that mounted itself.
+   */
+  static async adopt(fd: number, mountPoint: string, ops: Operations, options: AdoptOptions = {}): Promise<FuseSession> {
+    const s = new FuseSession(mountPoint, ops, options);
+    await s.adoptFd(fd, options);
+    return s;
+  }
+
   /** Resolves when the request loop has ended (unmounted, aborted or closed). */
   get closed(): Promise<void> {
     return this.done;
@@ -281,24 +312,11 @@ export class FuseSession extends EventEmitter {
     // meanwhile (mount(2) does not wait for it). The epoll stream is opened once mounted: an unattached fd
     // polls as an error.
     if (this.transport === 'pool') for (let i = 0; i < this.readers; i++) this.startReader();
-    const subtype = o.subtype ?? 'tocfs';
-    const mopts = [
-      'fd=3', 'rootmode=40000', `user_id=${o.uid ?? process.getuid?.() ?? 0}`, `group_id=${o.gid ?? process.getgid?.() ?? 0}`,
-    ];
-    if (o.allowOther ?? true) mopts.push('allow_other');
-    if (o.defaultPermissions ?? true) mopts.push('default_permissions');
-    if (o.readOnly) mopts.push('ro');
-    mopts.push(...(o.mountOptions ?? []));
-    let r;
     try {
-      r = await run('mount', ['-i', '-t', `fuse.${subtype}`, '-o', mopts.join(','), o.fsname ?? subtype, this.mountPoint], this.fd);
+      await mountFd(this.mountPoint, this.fd, o);
     } catch (err) {
       this.failStart();
       throw err;
-    }
-    if (r.code !== 0) {
-      this.failStart();
-      throw new Error(`mount of ${this.mountPoint} failed: ${r.stderr.trim() || `exit ${r.code}`}`);
     }
     this.mounted = true;
     if (this.transport === 'epoll' && !this.startEpoll()) {
@@ -313,8 +331,57 @@ export class FuseSession extends EventEmitter {
       process.on('SIGINT', this.onSignal);
       process.on('SIGTERM', this.onSignal);
     }
-    const mine = (await findMounts(this.mountPoint)).filter((m) => m.fsType === `fuse.${subtype}`).pop();
-    this.devMinor = mine?.minor;
+    this.devMinor = await mountMinor(this.mountPoint, o);
+    await this.awaitInit(init);
+    await this.raiseReadahead();
+  }
+
+  private async adoptFd(fd: number, o: AdoptOptions): Promise<void> {
+    this.fd = fd;
+    this.mounted = true;
+    this.devMinor = o.devMinor ?? await mountMinor(this.mountPoint, o);
+    const init = o.negotiated ? undefined : new Promise<void>((resolve, reject) => (this.initWaiter = { resolve, reject }));
+    if (o.onInit) this.once('init', o.onInit);
+    if (o.negotiated) {
+      this.negotiated = { ...o.negotiated, transport: this.transport };
+      if (o.negotiated.maxWrite > this.maxWrite) {
+        this.log.warn({ negotiated: o.negotiated.maxWrite, ours: this.maxWrite }, 'this server reads smaller requests than INIT promised the kernel');
+      }
+    }
+    if (this.transport === 'pool') for (let i = 0; i < this.readers; i++) this.startReader();
+    else if (!this.startEpoll()) {
+      this.stopping = true;
+      this.finish();
+      throw new Error('could not open the inherited /dev/fuse fd as a libuv stream (try transport: "pool")');
+    }
+    if (o.handleSignals ?? true) {
+      process.on('SIGINT', this.onSignal);
+      process.on('SIGTERM', this.onSignal);
+    }
+    this.initMaybeDone = !o.negotiated && o.resend === true;
+    // After the reads are running: the resent requests come back to this process's queue at once.
+    if (o.resend) this.resend();
+    if (init) await this.awaitInit(init);
+  }
+
+  /**
+   * FUSE_NOTIFY_RESEND: every request the connection's previous server read and never answered goes back to the
+   * queue, its unique marked with bit 63 (readUnique). Kernels before 6.9 answer EINVAL: their callers stay blocked
+   * until interrupted, as before.
+   */
+  private resend(): void {
+    const b = Buffer.alloc(OUT_HEADER_SIZE);
+    b.writeUInt32LE(OUT_HEADER_SIZE, 0);
+    b.writeInt32LE(NOTIFY_RESEND, 4);
+    try {
+      fs.writeSync(this.fd, b);
+      this.log.info({ mountPoint: this.mountPoint }, 'asked the kernel to resend the requests the previous server had read');
+    } catch (err) {
+      this.log.warn({ err, mountPoint: this.mountPoint }, 'the kernel cannot resend requests the previous server had read (FUSE_NOTIFY_RESEND needs Linux 6.9): their callers stay blocked until interrupted');
+    }
+  }
+
+  private async awaitInit(init: Promise<void>): Promise<void> {
     let timer: NodeJS.Timeout | undefined;
     try {
       await Promise.race([
@@ -327,6 +394,10 @@ export class FuseSession extends EventEmitter {
     } finally {
       clearTimeout(timer);
     }
+  }
+
+  private async raiseReadahead(): Promise<void> {
+    const o = this.options;
     const kb = o.readAheadKb ?? 1024;
     if (kb !== false && this.devMinor !== undefined && process.getuid?.() === 0) {
       try {
@@ -569,7 +640,7 @@ export class FuseSession extends EventEmitter {
   private header(buf: Buffer, len: number, error: number, unique: number): void {
     buf.writeUInt32LE(len, 0);
     buf.writeInt32LE(error, 4);
-    writeU64(buf, unique, 8);
+    writeUnique(buf, unique, 8);
   }
 
   private replyError(unique: number, errno: number): void {
@@ -663,12 +734,13 @@ export class FuseSession extends EventEmitter {
     }
     const len = buf.readUInt32LE(0);
     const opcode = buf.readUInt32LE(4);
-    const unique = readU64(buf, 8);
+    const unique = readUnique(buf, 8);
     const nodeid = readU64(buf, 16);
     const extlen = buf.readUInt16LE(36) * 8;
     const body = IN_HEADER_SIZE;
     const end = Math.min(len, n) - extlen;
     this.counters.requests++;
+    if (unique < 0) this.counters.resent++;
     this.opCounts[opcode < 64 ? opcode : 0]!++;
     const req = new Request(unique, opcode, buf.readUInt32LE(24), buf.readUInt32LE(28), buf.readUInt32LE(32));
     const ops = this.ops;
@@ -677,6 +749,7 @@ export class FuseSession extends EventEmitter {
       return buf.toString('utf8', off, z < 0 || z > end ? end : z);
     };
 
+    if (this.initMaybeDone && opcode !== Opcode.INIT) this.assumeInitialised();
     switch (opcode) {
       case Opcode.INIT:
         this.init(req, buf.subarray(body, end));
@@ -799,7 +872,7 @@ export class FuseSession extends EventEmitter {
         return;
       case Opcode.INTERRUPT: {
         this.counters.interrupts++;
-        const target = readU64(buf, body);
+        const target = readUnique(buf, body);
         const victim = this.inflight.get(target);
         if (victim) victim.abort(new Errno('EINTR', 'interrupted by the kernel'));
         // Not (yet) in flight: its read may still be queued behind this one. EAGAIN makes the kernel resend the
@@ -872,11 +945,32 @@ export class FuseSession extends EventEmitter {
     this.replyScratch(unique, STATFS_OUT_SIZE);
   }
 
+  /**
+   * The previous server answered INIT but died before its supervisor learned the result. The kernel keeps what was
+   * settled; what this session needs of it follows from the same options (a server is restarted with the same).
+   */
+  private assumeInitialised(): void {
+    this.initMaybeDone = false;
+    if (this.negotiated) return;
+    const ops = this.ops;
+    const flags = (ops.open ? 0 : InitFlag.NO_OPEN_SUPPORT) | (ops.opendir ? 0 : InitFlag.NO_OPENDIR_SUPPORT);
+    this.negotiated = {
+      major: FUSE_KERNEL_VERSION, minor: FUSE_MAX_MINOR, kernelMinor: FUSE_MAX_MINOR, flags, kernelFlags: flags,
+      maxReadahead: this.opts.maxReadahead, maxWrite: this.maxWrite, maxPages: this.opts.maxRequestBytes / PAGE, transport: this.transport,
+    };
+    this.log.warn({ mountPoint: this.mountPoint }, 'INIT was answered by the previous server: assuming what this server would have settled');
+    this.emit('init', this.negotiated);
+    this.initWaiter?.resolve();
+    this.initWaiter = undefined;
+  }
+
   private init(req: Request, body: Buffer): void {
+    this.initMaybeDone = false;
     const major = body.readUInt32LE(0);
     const minor = body.readUInt32LE(4);
     const kReadahead = body.readUInt32LE(8);
     const kFlags = body.readUInt32LE(12);
+    const kFlags2 = kFlags & InitFlag.INIT_EXT && body.length >= 20 ? body.readUInt32LE(16) : 0;
     const b = this.scratch;
     const o = OUT_HEADER_SIZE;
     b.fill(0, o, o + INIT_OUT_SIZE);
@@ -895,7 +989,8 @@ export class FuseSession extends EventEmitter {
       return;
     }
     const ops = this.ops;
-    let want = InitFlag.ASYNC_READ | InitFlag.PARALLEL_DIROPS | InitFlag.MAX_PAGES | InitFlag.CACHE_SYMLINKS;
+    // INIT_EXT carries flags2, where HAS_RESEND says a restarted server can get back the requests of a dead one.
+    let want = InitFlag.ASYNC_READ | InitFlag.PARALLEL_DIROPS | InitFlag.MAX_PAGES | InitFlag.CACHE_SYMLINKS | InitFlag.INIT_EXT;
     if (ops.readdirplus) {
       want |= InitFlag.DO_READDIRPLUS;
       if ((this.options.readdirplus ?? 'auto') === 'auto') want |= InitFlag.READDIRPLUS_AUTO;
@@ -903,6 +998,7 @@ export class FuseSession extends EventEmitter {
     if (!ops.open) want |= InitFlag.NO_OPEN_SUPPORT;
     if (!ops.opendir) want |= InitFlag.NO_OPENDIR_SUPPORT;
     const flags = (want & kFlags) >>> 0;
+    const flags2 = flags & InitFlag.INIT_EXT ? (kFlags2 & INIT_FLAG2_HAS_RESEND) >>> 0 : 0;
     const ourMinor = Math.min(minor, FUSE_MAX_MINOR);
     const maxReadahead = Math.min(kReadahead, this.opts.maxReadahead);
     const maxPages = this.opts.maxRequestBytes / PAGE;
@@ -916,15 +1012,57 @@ export class FuseSession extends EventEmitter {
     b.writeUInt32LE(1, o + 24); // time_gran (ns)
     b.writeUInt16LE(maxPages, o + 28);
     b.writeUInt16LE(0, o + 30); // map_alignment
-    b.writeUInt32LE(0, o + 32); // flags2
+    b.writeUInt32LE(flags2, o + 32);
     this.replyScratch(req.unique, INIT_OUT_SIZE);
     this.negotiated = {
       major: FUSE_KERNEL_VERSION, minor: ourMinor, kernelMinor: minor, flags, kernelFlags: kFlags,
-      maxReadahead, maxWrite: this.maxWrite, maxPages, transport: this.transport,
+      maxReadahead, maxWrite: this.maxWrite, maxPages, transport: this.transport, resend: (flags2 & INIT_FLAG2_HAS_RESEND) !== 0,
     };
     this.log.info({ ...this.negotiated, mountPoint: this.mountPoint }, 'FUSE session initialised');
     this.emit('init', this.negotiated);
     this.initWaiter?.resolve();
     this.initWaiter = undefined;
   }
+}
+
+/** mount(8) arguments for a connection on fd 3 of the mount process. */
+function mountArgs(mountPoint: string, o: SessionOptions): string[] {
+  const subtype = o.subtype ?? 'tocfs';
+  const mopts = [
+    'fd=3', 'rootmode=40000', `user_id=${o.uid ?? process.getuid?.() ?? 0}`, `group_id=${o.gid ?? process.getgid?.() ?? 0}`,
+  ];
+  if (o.allowOther ?? true) mopts.push('allow_other');
+  if (o.defaultPermissions ?? true) mopts.push('default_permissions');
+  if (o.readOnly) mopts.push('ro');
+  mopts.push(...(o.mountOptions ?? []));
+  return ['-i', '-t', `fuse.${subtype}`, '-o', mopts.join(','), o.fsname ?? subtype, mountPoint];
+}
+
+async function mountFd(mountPoint: string, fd: number, o: SessionOptions): Promise<void> {
+  const r = await run('mount', mountArgs(mountPoint, o), fd);
+  if (r.code !== 0) throw new Error(`mount of ${mountPoint} failed: ${r.stderr.trim() || `exit ${r.code}`}`);
+}
+
+/** The connection's minor number: our mount is the top one of our type at the mountpoint. */
+async function mountMinor(mountPoint: string, o: SessionOptions): Promise<number | undefined> {
+  const mine = (await findMounts(mountPoint)).filter((m) => m.fsType === `fuse.${o.subtype ?? 'tocfs'}`).pop();
+  return mine?.minor;
+}
+
+/**
+ * Mount a FUSE connection without serving it: for a supervisor that keeps the /dev/fuse fd and hands it to server
+ * processes (FuseSession.adopt), so that a server's death does not end the connection. Clears a stale mount first
+ * (unless clearStale is false). The fd is the caller's to close.
+ */
+export async function mountDevice(mountPoint: string, o: SessionOptions = {}): Promise<{ fd: number; devMinor: number | undefined; clearedStale: number }> {
+  const path = resolvePath(mountPoint);
+  const clearedStale = (o.clearStale ?? true) ? await clearStaleMount(path) : 0;
+  const fd = fs.openSync('/dev/fuse', fs.constants.O_RDWR);
+  try {
+    await mountFd(path, fd, o);
+  } catch (err) {
+    fs.closeSync(fd);
+    throw err;
+  }
+  return { fd, devMinor: await mountMinor(path, o), clearedStale };
 }

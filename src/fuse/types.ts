@@ -146,4 +146,6 @@ export interface Negotiated {
   maxWrite: number;
   maxPages: number;
   transport: 'epoll' | 'pool';
+  /** The kernel can resend requests a dead server had read (FUSE_HAS_RESEND, Linux 6.9). */
+  resend?: boolean;
 }

@@ -89,6 +89,17 @@ export interface LayerData {
 export interface FoundLayer {
   data: LayerData;
   generation: KeyGeneration;
+  /** What Resolver.reopen needs to open this layer again without the registry. */
+  recorded: RecordedLayer;
+}
+
+/** The verified facts a lookup established about a layer: its manifest descriptor and its config's DiffID. */
+export interface RecordedLayer {
+  descriptor: Descriptor;
+  diffID: Digest;
+  /** The image is a zstd:chunked sentinel variant (no DiffID proof possible). */
+  sentinel: boolean;
+  generation: KeyGeneration;
 }
 
 export interface ResolverOptions {
@@ -198,7 +209,29 @@ export class Resolver {
     const kind = layerKind(desc.annotations);
     if (kind !== 'zstd:chunked') throw new NotServable('NOT_CHUNKED', `${ref.string} layer ${desc.digest} is ${kind}; podman pulls it normally`);
     const generation: KeyGeneration = key === desc.digest ? 'blob' : 'toc';
-    const data = await this.layerData(ref, desc, diffID, sentinel, image.hint);
+    return this.servable(ref, { descriptor: desc, diffID, sentinel, generation }, image.hint);
+  }
+
+  /**
+   * A layer found before, by this daemon or by an earlier server of the same mount (the store's namespace
+   * journal): opened from the recorded descriptor and DiffID, which the verified manifest and config named, so a
+   * restarted server answers the node ids the kernel holds without waiting for the registry (or for credentials
+   * that only the dead server had). The tree comes from the local index when kept there, else from the registry.
+   */
+  async reopen(refString: string, recorded: RecordedLayer): Promise<FoundLayer> {
+    let ref: ImageReference;
+    try {
+      ref = parseReference(refString);
+    } catch (err) {
+      throw new NotServable('BAD_REF', `"${refString}" is not an image reference: ${(err as Error).message}`);
+    }
+    return this.servable(ref, recorded);
+  }
+
+  /** `hint`: a prefetch hint attached to the image (none for a reopened layer: its first reads are on record). */
+  private async servable(ref: ImageReference, recorded: RecordedLayer, hint: Promise<string[]> = Promise.resolve([])): Promise<FoundLayer> {
+    const { descriptor: desc, diffID, sentinel, generation } = recorded;
+    const data = await this.layerData(ref, desc, diffID, sentinel, hint);
     if (this.opts.proof === 'before-use' && data.proof.state !== 'proven' && data.proof.state !== 'skipped') {
       // before-use: the layer appears only once its tar is proven to be the DiffID the config promises.
       await data.background;
@@ -207,7 +240,7 @@ export class Resolver {
     if (this.opts.proof === 'before-use' && data.proof.state === 'failed') {
       throw new NotServable('UNPROVEN', `${ref.string} layer ${desc.digest}: its DiffID could not be proven yet (${data.proof.detail}); try again`);
     }
-    return { data, generation };
+    return { data, generation, recorded };
   }
 
   private image(ref: ImageReference): Promise<ImageState> {

@@ -7,7 +7,8 @@ import {
 import { ContentError, S_IFDIR, S_IFMT, S_IFREG } from '../layer/index.js';
 import { isDigest, type Digest } from '../util/index.js';
 import { layerInfo, type KeyGeneration } from './info.js';
-import type { LayerData, Resolver } from './resolver.js';
+import type { NamespaceJournal, NamespaceRecord } from './namespace.js';
+import type { FoundLayer, LayerData, Resolver } from './resolver.js';
 
 /** A `<b64 ref>/<key>` directory: one layer as one podman generation asked for it. */
 interface LayerDir {
@@ -84,7 +85,14 @@ export interface StoreOptions {
    * unprivileged user, whose overlay mounts use `userxattr` and ask as namespace root. Default: detected.
    */
   userNamespace?: boolean;
+  /**
+   * Where node ids are recorded as they are handed out. A journal opened with NamespaceJournal.resume makes this
+   * store answer the ids an earlier server of the same FUSE connection gave out (layers re-resolve on first use).
+   */
+  journal?: NamespaceJournal;
 }
+
+type LayerRecord = Extract<NamespaceRecord, { t: 'layer' }>;
 
 /** Layer tree inodes: (slot + 1) · 2^32 + node, far above the store's own inode numbers. */
 const SLOT_SPAN = 2 ** 32;
@@ -99,9 +107,15 @@ const LAYER_DIR_NAMES = ['blob', 'diff', 'info', 'toc-digest'] as const;
 export class LayerStore implements Operations {
   private readonly nodes = new Map<number, StoreNode>([[ROOT, { kind: 'root' }]]);
   private readonly refs = new Map<string, number>();
-  private readonly slots: LayerDir[] = [];
+  private readonly slots = new Map<number, LayerDir>();
   private nextIno = ROOT + 1;
-  private readonly started = Math.floor(Date.now() / 1000);
+  private nextSlot = 0;
+  private started = Math.floor(Date.now() / 1000);
+  /** Layer directories an earlier server handed out and this one has not resolved yet: by slot, id and key. */
+  private readonly pending = new Map<number, LayerRecord>();
+  private readonly pendingIno = new Map<number, number>();
+  private readonly pendingKey = new Map<string, number>();
+  private readonly restoring = new Map<number, Promise<LayerDir>>();
   private readonly storeTtl: number;
   private readonly layerTtl: number;
   private readonly blobHandles = new Map<string, Promise<FileHandle>>();
@@ -113,6 +127,64 @@ export class LayerStore implements Operations {
     this.storeTtl = opts.storeTtl ?? 1;
     this.layerTtl = opts.layerTtl ?? 3600;
     this.userNamespace = opts.userNamespace ?? inUserNamespace();
+    for (const r of opts.journal?.records ?? []) this.replay(r);
+  }
+
+  /** Take back one id an earlier server of this connection handed out. */
+  private replay(r: NamespaceRecord): void {
+    switch (r.t) {
+      case 'start':
+        this.started = r.started;
+        return;
+      case 'ref': {
+        const ref = decodeRefName(r.name);
+        if (ref === undefined || this.nodes.has(r.ino)) return;
+        this.nodes.set(r.ino, { kind: 'ref', name: r.name, ref, layers: new Map() });
+        this.refs.set(r.name, r.ino);
+        this.nextIno = Math.max(this.nextIno, r.ino + 1);
+        return;
+      }
+      case 'layer':
+        if (!this.refs.has(r.ref) || this.pending.has(r.slot)) return;
+        this.pending.set(r.slot, r);
+        for (const ino of [r.ino, r.info, r.blob, r.toc]) this.pendingIno.set(ino, r.slot);
+        this.pendingKey.set(`${r.ref}/${r.key}`, r.slot);
+        this.nextIno = Math.max(this.nextIno, r.ino + 1, r.info + 1, r.blob + 1, r.toc + 1);
+        this.nextSlot = Math.max(this.nextSlot, r.slot + 1);
+        return;
+    }
+  }
+
+  /** The slot behind `ino` if it is a layer an earlier server handed out that is not resolved here yet. */
+  private pendingSlot(ino: number): number | undefined {
+    if (this.pending.size === 0) return undefined;
+    if (ino >= SLOT_SPAN) {
+      const slot = Math.floor(ino / SLOT_SPAN) - 1;
+      return this.slots.has(slot) || !this.pending.has(slot) ? undefined : slot;
+    }
+    return this.nodes.has(ino) ? undefined : this.pendingIno.get(ino);
+  }
+
+  /** Run `fn` once the layer behind `ino` is resolved: at once (no promise) in the ordinary case. */
+  private when<T>(ino: number, fn: () => T | Promise<T>): T | Promise<T> {
+    const slot = this.pendingSlot(ino);
+    if (slot === undefined) return fn();
+    return this.restore(slot).then(fn);
+  }
+
+  /** Resolve a layer an earlier server handed out, giving it the same slot and ids. */
+  private restore(slot: number): Promise<LayerDir> {
+    let p = this.restoring.get(slot);
+    if (!p) {
+      const r = this.pending.get(slot)!;
+      const refNode = this.node(this.refs.get(r.ref)!) as Extract<StoreNode, { kind: 'ref' }>;
+      // Recorded facts open the layer without the registry; a record without them looks it up again.
+      const resolve = () => (r.layer ? this.opts.resolver.reopen(refNode.ref, r.layer) : this.opts.resolver.find(refNode.ref, r.key as Digest));
+      p = this.layerDir(refNode, r.key as Digest, resolve);
+      this.restoring.set(slot, p);
+      p.catch(() => this.restoring.delete(slot)); // a later request tries again
+    }
+    return p;
   }
 
   /**
@@ -122,7 +194,7 @@ export class LayerStore implements Operations {
   reads(): LayerReads[] {
     const seen = new Set<string>();
     const out: LayerReads[] = [];
-    for (const dir of this.slots) {
+    for (const dir of this.slots.values()) {
       const { data } = dir;
       if (seen.has(data.descriptor.digest)) continue;
       seen.add(data.descriptor.digest);
@@ -133,7 +205,7 @@ export class LayerStore implements Operations {
 
   /** What every layer directory podman has looked up is doing, for `tocfs status` and metrics. */
   status(): LayerStatus[] {
-    return this.slots.map((dir) => {
+    return [...this.slots.values()].map((dir) => {
       const { data } = dir;
       const { chunks, localChunks, total, local } = this.localCounts(data);
       return {
@@ -177,7 +249,11 @@ export class LayerStore implements Operations {
 
   // ---- lookup and attributes ----
 
-  async lookup(parent: number, name: string): Promise<Entry> {
+  lookup(parent: number, name: string): Entry | Promise<Entry> {
+    return this.when(parent, () => this.lookupNow(parent, name));
+  }
+
+  private async lookupNow(parent: number, name: string): Promise<Entry> {
     if (parent >= SLOT_SPAN) return this.treeEntry(this.slotOf(parent), this.tree(parent).lookup(parent % SLOT_SPAN, name));
     const node = this.node(parent);
     switch (node.kind) {
@@ -193,7 +269,11 @@ export class LayerStore implements Operations {
     }
   }
 
-  getattr(ino: number): AttrReply {
+  getattr(ino: number): AttrReply | Promise<AttrReply> {
+    return this.when(ino, () => this.getattrNow(ino));
+  }
+
+  private getattrNow(ino: number): AttrReply {
     if (ino >= SLOT_SPAN) return { attr: this.treeAttr(this.slotOf(ino), ino % SLOT_SPAN), attrTtl: this.layerTtl };
     return { attr: this.storeAttr(ino), attrTtl: this.storeTtl };
   }
@@ -205,7 +285,7 @@ export class LayerStore implements Operations {
   }
 
   private slotOf(ino: number): LayerDir {
-    const dir = this.slots[Math.floor(ino / SLOT_SPAN) - 1];
+    const dir = this.slots.get(Math.floor(ino / SLOT_SPAN) - 1);
     if (!dir) throw new Errno('ENOENT');
     return dir;
   }
@@ -261,21 +341,25 @@ export class LayerStore implements Operations {
     const ref = decodeRefName(name);
     if (ref === undefined) throw new Errno('ENOENT');
     const ino = this.nextIno++;
+    this.opts.journal?.append({ t: 'ref', name, ino });
     this.nodes.set(ino, { kind: 'ref', name, ref, layers: new Map() });
     this.refs.set(name, ino);
     return ino;
   }
 
-  private async layerDir(refNode: Extract<StoreNode, { kind: 'ref' }>, name: string): Promise<LayerDir> {
+  private async layerDir(refNode: Extract<StoreNode, { kind: 'ref' }>, name: string, resolve?: () => Promise<FoundLayer>): Promise<LayerDir> {
     if (!isDigest(name)) throw new Errno('ENOENT');
     const known = refNode.layers.get(name);
     if (known) {
       if (known.data.quarantined) throw new Errno('ENOENT');
       return known;
     }
+    // A layer an earlier server handed out is restored as recorded, whichever request comes first.
+    const pendingSlot = this.pendingKey.get(`${refNode.name}/${name}`);
+    if (!resolve && pendingSlot !== undefined) return this.restore(pendingSlot);
     let found;
     try {
-      found = await this.opts.resolver.find(refNode.ref, name);
+      found = await (resolve ? resolve() : this.opts.resolver.find(refNode.ref, name));
     } catch {
       throw new Errno('ENOENT'); // logged by the resolver: podman falls back to a normal pull
     }
@@ -283,17 +367,34 @@ export class LayerStore implements Operations {
     if (again) return again;
     const { data, generation } = found;
     const ids = data.tree.idSets();
+    // A layer an earlier server of this connection handed out keeps its slot and ids; a new one gets fresh ones,
+    // recorded before the reply that hands them to the kernel.
+    const old = this.pending.get(this.pendingKey.get(`${refNode.name}/${name}`) ?? -1);
+    if (!old && this.nextSlot + 2 >= 2 ** 21) throw new Errno('ENOSPC');
+    const ino = old?.ino ?? this.nextIno++;
+    const children = old
+      ? { diff: 0, info: old.info, blob: old.blob, tocDigest: old.toc }
+      : { diff: 0, info: this.nextIno++, blob: this.nextIno++, tocDigest: this.nextIno++ };
     const dir: LayerDir = {
-      ino: this.nextIno++, slot: this.slots.length, refName: refNode.ref, key: name, generation, data, uses: 0,
+      ino, slot: old?.slot ?? this.nextSlot++, refName: refNode.ref, key: name, generation, data, uses: 0,
       info: layerInfo(generation, {
         blobDigest: data.descriptor.digest, blobSize: data.descriptor.size, diffID: data.diffID, diffSize: data.diffSize,
         tocDigest: data.tocDigest, uids: ids.uids, gids: ids.gids,
       }),
-      children: { diff: 0, info: this.nextIno++, blob: this.nextIno++, tocDigest: this.nextIno++ },
+      children,
     };
     dir.children.diff = (dir.slot + 1) * SLOT_SPAN;
-    if (this.slots.length + 2 >= 2 ** 21) throw new Errno('ENOSPC');
-    this.slots.push(dir);
+    if (old) {
+      this.pending.delete(old.slot);
+      this.pendingKey.delete(`${old.ref}/${old.key}`);
+      for (const i of [old.ino, old.info, old.blob, old.toc]) this.pendingIno.delete(i);
+    } else {
+      this.opts.journal?.append({
+        t: 'layer', ref: refNode.name, key: name, slot: dir.slot, ino, info: children.info, blob: children.blob, toc: children.tocDigest,
+        layer: found.recorded,
+      });
+    }
+    this.slots.set(dir.slot, dir);
     this.nodes.set(dir.ino, { kind: 'layer', dir });
     this.nodes.set(dir.children.info, { kind: 'info', dir });
     this.nodes.set(dir.children.blob, { kind: 'blob', dir });
@@ -308,7 +409,11 @@ export class LayerStore implements Operations {
     return { cacheDir: ino >= SLOT_SPAN };
   }
 
-  readdirplus(ino: number, _fh: number, offset: number, sink: DirSink): void {
+  readdirplus(ino: number, fh: number, offset: number, sink: DirSink): void | Promise<void> {
+    return this.when(ino, () => this.readdirplusNow(ino, fh, offset, sink));
+  }
+
+  private readdirplusNow(ino: number, _fh: number, offset: number, sink: DirSink): void {
     if (ino >= SLOT_SPAN) return this.readTreeDir(ino, offset, sink);
     const entries = this.listDir(ino);
     for (let i = offset; i < entries.length; i++) {
@@ -371,14 +476,22 @@ export class LayerStore implements Operations {
 
   // ---- files ----
 
-  readlink(ino: number): string {
+  readlink(ino: number): string | Promise<string> {
+    return this.when(ino, () => this.readlinkNow(ino));
+  }
+
+  private readlinkNow(ino: number): string {
     if (ino < SLOT_SPAN) throw new Errno('EINVAL');
     const target = this.tree(ino).readlink(ino % SLOT_SPAN);
     if (target === undefined) throw new Errno('EINVAL');
     return target;
   }
 
-  open(ino: number): OpenReply {
+  open(ino: number): OpenReply | Promise<OpenReply> {
+    return this.when(ino, () => this.openNow(ino));
+  }
+
+  private openNow(ino: number): OpenReply {
     if (ino >= SLOT_SPAN) {
       const a = this.tree(ino).attr(ino % SLOT_SPAN);
       if ((a.mode & S_IFMT) !== S_IFREG) throw new Errno('EISDIR');
@@ -389,7 +502,12 @@ export class LayerStore implements Operations {
     return { keepCache: true };
   }
 
-  async read(ino: number, _fh: number, offset: number, size: number, ctx: RequestContext): Promise<Buffer | Buffer[]> {
+  read(ino: number, fh: number, offset: number, size: number, ctx: RequestContext): Promise<Buffer | Buffer[]> {
+    const r = this.when(ino, () => this.readNow(ino, fh, offset, size, ctx));
+    return r instanceof Promise ? r : Promise.resolve(r);
+  }
+
+  private async readNow(ino: number, _fh: number, offset: number, size: number, ctx: RequestContext): Promise<Buffer | Buffer[]> {
     if (ino >= SLOT_SPAN) {
       const dir = this.slotOf(ino);
       if (dir.data.quarantined) throw new Errno('EIO'); // logged loudly when it was quarantined
@@ -432,7 +550,11 @@ export class LayerStore implements Operations {
 
   // ---- xattrs ----
 
-  getxattr(ino: number, name: string, ctx: RequestContext): Buffer {
+  getxattr(ino: number, name: string, ctx: RequestContext): Buffer | Promise<Buffer> {
+    return this.when(ino, () => this.getxattrNow(ino, name, ctx));
+  }
+
+  private getxattrNow(ino: number, name: string, ctx: RequestContext): Buffer {
     const visible = ino >= SLOT_SPAN && visibleXattr(name, ctx, this.userNamespace);
     const v = visible ? this.tree(ino).xattrsOf(ino % SLOT_SPAN)?.get(name) : undefined;
     if (v !== undefined) return v;
@@ -443,7 +565,11 @@ export class LayerStore implements Operations {
     throw new Errno('ENODATA');
   }
 
-  listxattr(ino: number, ctx: RequestContext): string[] {
+  listxattr(ino: number, ctx: RequestContext): string[] | Promise<string[]> {
+    return this.when(ino, () => this.listxattrNow(ino, ctx));
+  }
+
+  private listxattrNow(ino: number, ctx: RequestContext): string[] {
     if (ino < SLOT_SPAN) return [];
     return [...(this.tree(ino).xattrsOf(ino % SLOT_SPAN)?.keys() ?? [])].filter((n) => visibleXattr(n, ctx, this.userNamespace));
   }
@@ -454,7 +580,11 @@ export class LayerStore implements Operations {
     // c/storage ≥ 1.54 checks existence with faccessat(F_OK): existence was already settled by LOOKUP.
   }
 
-  create(parent: number, name: string): never {
+  create(parent: number, name: string): Promise<never> | never {
+    return this.when(parent, () => this.createNow(parent, name));
+  }
+
+  private createNow(parent: number, name: string): never {
     const n = parent < SLOT_SPAN ? this.nodes.get(parent) : undefined;
     if (n?.kind === 'layer' && name === 'use') {
       n.dir.uses++;

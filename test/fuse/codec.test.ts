@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { constants } from 'node:os';
 import { DirReply, Errno, makedev } from '../../src/fuse/index.js';
 import { encodeAttr, encodeAttrOut, encodeEntry } from '../../src/fuse/codec.js';
-import { align8, readU64, splitTtl, writeU64 } from '../../src/fuse/protocol.js';
+import { align8, readU64, readUnique, splitTtl, writeU64, writeUnique } from '../../src/fuse/protocol.js';
 
 describe('fuse/codec', () => {
   it('writes u64 values of every magnitude', () => {
@@ -15,6 +15,17 @@ describe('fuse/codec', () => {
     }
     writeU64(b, -1, 0);
     assert.equal(b.readBigInt64LE(0), -1n);
+  });
+
+  it('keeps the resend bit (63) of a request id through reading and replying', () => {
+    const b = Buffer.alloc(8);
+    for (const [raw, id] of [[2n, 2], [2n ** 40n + 4n, 2 ** 40 + 4], [(1n << 63n) | 6n, -6], [(1n << 63n) | (2n ** 45n + 8n), -(2 ** 45 + 8)]] as const) {
+      b.writeBigUInt64LE(raw, 0);
+      assert.equal(readUnique(b, 0), id);
+      b.fill(0xff);
+      writeUnique(b, id, 0);
+      assert.equal(b.readBigUInt64LE(0), raw, `reply id of ${raw}`);
+    }
   });
 
   it('encodes struct fuse_attr at the header offsets', () => {

@@ -6,7 +6,12 @@ import { CLI, run } from './cli.js';
 export interface DaemonHandle {
   mountpoint: string;
   root: string;
+  /** The `tocfs mount` process (the supervisor). */
   pid: number;
+  /** The process serving the mount now (the supervisor's child), from the supervisor's log. */
+  serverPid(): number | undefined;
+  /** Exit code of `tocfs mount` once it exited (null while it runs). */
+  exitCode(): number | null;
   /** Everything the daemon logged (JSON lines). */
   log(): string;
   /** Wait until the log matches (log lines are written asynchronously, after the operation answered). */
@@ -25,7 +30,12 @@ function mounted(mountpoint: string): boolean {
 export async function startDaemon(work: string, opts: { insecureHosts?: string[]; extraConfig?: string; env?: Record<string, string> } = {}): Promise<DaemonHandle> {
   const mountpoint = join(work, 'store');
   const root = join(work, 'state');
-  mkdirSync(mountpoint, { recursive: true });
+  try {
+    mkdirSync(mountpoint, { recursive: true });
+  } catch (err) {
+    // The dead mount of a killed daemon: tocfs mount detaches it.
+    if ((err as NodeJS.ErrnoException).code !== 'ENOTCONN') throw err;
+  }
   const regConf = join(work, 'tocfs-registries.conf');
   writeFileSync(regConf, (opts.insecureHosts ?? []).map((h) => `[[registry]]\nlocation = "${h}"\ninsecure = true\n`).join('\n'));
   const cfg = join(work, 'tocfs.toml');
@@ -49,6 +59,11 @@ export async function startDaemon(work: string, opts: { insecureHosts?: string[]
   }
   return {
     mountpoint, root, pid: child.pid!, log: () => log,
+    exitCode: () => child.exitCode,
+    serverPid() {
+      const all = [...log.matchAll(/"serverPid":(\d+)[^\n]*"msg":"server started"/g)];
+      return all.length ? Number(all[all.length - 1]![1]) : undefined;
+    },
     async waitForLog(re: RegExp, timeoutMs = 10_000) {
       const end = Date.now() + timeoutMs;
       while (!re.test(log)) {

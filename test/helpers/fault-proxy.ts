@@ -23,7 +23,9 @@ export type Fault =
   /** Drop the Range header (the upstream answers 200 with the whole body). */
   | { kind: 'ignore-range' }
   /** Answer 416 (or `status`) to a Range header with several ranges; single ranges pass. */
-  | { kind: 'refuse-multirange'; status?: number };
+  | { kind: 'refuse-multirange'; status?: number }
+  /** Forward after `ms` (a slow registry: requests stay in flight). */
+  | { kind: 'delay'; ms: number };
 
 export interface RecordedRequest {
   method: string;
@@ -132,6 +134,9 @@ export async function startFaultProxy(upstream: string, opts: FaultProxyOptions 
           return;
         }
         forward(req, res, undefined);
+        return;
+      case 'delay':
+        setTimeout(() => forward(req, res, undefined), fault.ms);
         return;
       default:
         forward(req, res, fault);

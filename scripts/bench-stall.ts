@@ -123,7 +123,7 @@ async function main(): Promise<void> {
     const idle = await probe.stop();
     console.log(summary('idle', idle));
 
-    const rssBefore = rssMiB(d.pid);
+    const rssBefore = rssMiB(d.serverPid() ?? d.pid);
     probe = startProbe(diff, good.files);
     let t0 = performance.now();
     await stat(join(layer('wide'), 'info'));
@@ -134,7 +134,7 @@ async function main(): Promise<void> {
     console.log(summary('wide', await probe.stop(), idle) + `   (resolve ${(resolved / 1000).toFixed(2)} s, list of ${listed} entries ${(listMs / 1000).toFixed(2)} s)`);
     const index = statSync(join(d.root, 'index', `${images['wide']!.layers[0]!.tocDigest!.slice(7)}.tree`)).size;
     await new Promise((r) => setTimeout(r, 10_000)); // the TOC workers exit after 5 s idle
-    console.log(`daemon RSS ${rssBefore.toFixed(0)} MiB before the wide layer, ${rssMiB(d.pid).toFixed(0)} MiB after (its tree: ${(index / (WIDE + 2)).toFixed(0)} B per entry, ${(index / 2 ** 20).toFixed(1)} MiB)`);
+    console.log(`serving process RSS ${rssBefore.toFixed(0)} MiB before the wide layer, ${rssMiB(d.serverPid() ?? d.pid).toFixed(0)} MiB after (its tree: ${(index / (WIDE + 2)).toFixed(0)} B per entry, ${(index / 2 ** 20).toFixed(1)} MiB)`);
 
     await stat(join(layer('big'), 'info'));
     const bigDigest = images['big']!.layers[0]!.digest;

@@ -61,6 +61,8 @@ class Supervisor {
   private negotiated: Negotiated | undefined;
   private readonly respawns: number[] = [];
   private stopping = false;
+  /** A restart asked for (SIGHUP): the next exit is respawned at once and not counted as a crash. */
+  private restarting = false;
   private readyOnce = false;
   private respawnTimer: NodeJS.Timeout | undefined;
   /** When the last server died, for the "resumed after" log line. */
@@ -78,13 +80,28 @@ class Supervisor {
       this.log.info({ signal: sig }, 'supervisor: stopping the server and unmounting');
       void this.stop(0);
     };
+    const onRestart = (): void => this.restart();
     process.on('SIGTERM', onSignal);
     process.on('SIGINT', onSignal);
+    process.on('SIGHUP', onRestart);
     this.start(false);
     return done.finally(() => {
       process.removeListener('SIGTERM', onSignal);
       process.removeListener('SIGINT', onSignal);
+      process.removeListener('SIGHUP', onRestart);
     });
+  }
+
+  /**
+   * SIGHUP: replace the server (new code or configuration) while the mount stays. The server is killed outright: a
+   * graceful stop would unmount, and whatever it had read, the next one gets again through FUSE_NOTIFY_RESEND.
+   */
+  private restart(): void {
+    const child = this.child;
+    if (this.stopping || this.restarting || !child || child.exitCode !== null) return;
+    this.restarting = true;
+    this.log.info({ serverPid: child.pid }, 'supervisor: restarting the server (SIGHUP); the mount stays');
+    child.kill('SIGKILL');
   }
 
   private start(resume: boolean): void {
@@ -114,6 +131,12 @@ class Supervisor {
   private async onExit(child: ChildProcess, code: number | null, signal: NodeJS.Signals | null): Promise<void> {
     if (this.child === child) this.child = undefined;
     if (this.stopping) return; // stop() waits for this exit itself
+    if (this.restarting) {
+      this.restarting = false;
+      this.diedAt = Date.now();
+      this.start(true);
+      return;
+    }
     if (code === 0) {
       // The server ended its session: the mount was unmounted (or SIGTERM went to the server directly).
       this.log.info({ serverPid: child.pid }, 'server exited; supervisor exits');

@@ -74,6 +74,38 @@ describe('daemon: the mount survives its server (supervisor, FUSE_NOTIFY_RESEND,
   }
   const diffOf = (d: DaemonHandle) => join(d.mountpoint, Buffer.from(ref).toString('base64'), image.layers[0]!.tocDigest!, 'diff');
 
+  it('SIGHUP to tocfs mount replaces the server while readers read: every read succeeds, the mount stays', async () => {
+    const d = await daemon('restart-server');
+    const diff = diffOf(d);
+    assert.ok((await readFile(join(diff, files[0]!.path))).equals(files[0]!.data));
+    const first = d.serverPid()!;
+    proxy.setRule((req) => (req.method === 'GET' && BLOB_PATH.test(req.url ?? '') ? { kind: 'delay', ms: 150 } : undefined));
+    const failures: string[] = [];
+    let done = 0;
+    const order = files.slice(1, 120);
+    const reader = async (slice: typeof files): Promise<void> => {
+      for (const f of slice) {
+        try {
+          if (!(await readFile(join(diff, f.path))).equals(f.data)) failures.push(`${f.path}: wrong content`);
+        } catch (err) {
+          failures.push(`${f.path}: ${(err as Error).message}`);
+        }
+        done++;
+      }
+    };
+    const readers = Promise.all([0, 1, 2, 3].map((k) => reader(order.filter((_, i) => i % 4 === k))));
+    await waitFor('reads under way', () => done >= 8);
+    process.kill(d.pid, 'SIGHUP');
+    await readers;
+    proxy.setRule(undefined);
+    assert.deepEqual(failures, [], 'no read failed');
+    await d.waitForLog(/restarting the server \(SIGHUP\); the mount stays/);
+    await d.waitForLog(/"msg":"server resumed the mount"/);
+    assert.notEqual(d.serverPid(), first, 'a new server serves the mount');
+    assert.doesNotMatch(d.log(), /server died/, 'a restart is not reported as a crash');
+    assert.ok(mounted(d.mountpoint));
+  });
+
   it('kill -9 of the server while readers read: every read succeeds, the respawn is logged, the resent requests answered', async () => {
     const d = await daemon('kill-server');
     const diff = diffOf(d);

@@ -9,18 +9,38 @@ import { BUSYBOX_TOOLS } from '../helpers/e2e-image.js';
 import { BLOB_PATH, startFaultProxy, type FaultProxy } from '../helpers/fault-proxy.js';
 import { buildImage, buildLayerTar, pushImage, type TreeItem } from '../helpers/image-builder.js';
 import { Podman } from '../helpers/podman.js';
+import { Debian13Chroot, Podman5, debian13Root } from '../helpers/podman5.js';
 import { loopbackClient, startRegistry, type RegistryServer } from '../helpers/registry-server.js';
 import { requireFile } from '../helpers/tools.js';
 
-// The scenario of issue #13: `kill -9` of the daemon while a podman 4.3.1 container reads files. With the supervisor
-// the container must not notice, and podman must keep working afterwards.
-describe('e2e: a podman 4.3.1 container reading files while the tocfs server is killed', function () {
-  this.timeout(600_000);
+/** What the scenario needs of a podman: its commands, and its own cleanup. */
+interface PodmanUnderTest {
+  podman(args: string[]): Promise<string>;
+  run(image: string, command: string[]): Promise<string>;
+  cleanup(): Promise<void>;
+}
+
+/** podman 4.3.1 from Debian 12 (blob-digest lookups). */
+async function podman4(work: string, daemon: DaemonHandle, insecure: string): Promise<PodmanUnderTest> {
+  return new Podman(join(work, 'podman'), { als: daemon.mountpoint, insecureHosts: [insecure] });
+}
+
+/** podman 5.4 from a Debian 13 root (TOC-digest lookups), in a namespace started after the mount existed. */
+async function podman5(work: string, daemon: DaemonHandle, insecure: string): Promise<PodmanUnderTest> {
+  const chroot = await Debian13Chroot.start(await debian13Root(), [work]);
+  const p = new Podman5(chroot, join(work, 'podman5'), { als: daemon.mountpoint, insecureHosts: [insecure] });
+  return { podman: (a) => p.podman(a), run: (i, c) => p.run(i, c), cleanup: async () => { await p.cleanup(); await chroot.stop(); } };
+}
+
+// The scenario of issue #13: `kill -9` of the daemon while a podman container reads files. With the supervisor the
+// container must not notice, and podman must keep working afterwards.
+for (const [version, start] of [['4.3.1', podman4], ['5.4', podman5]] as const) describe(`e2e: a podman ${version} container reading files while the tocfs server is killed`, function () {
+  this.timeout(1_200_000);
   let work: string;
   let registry: RegistryServer;
   let proxy: FaultProxy;
   let daemon: DaemonHandle;
-  let podman: Podman;
+  let podman: PodmanUnderTest;
   let ref: string;
   const files = Array.from({ length: 150 }, (_, i) => ({ path: `data/f${String(i).padStart(3, '0')}.bin`, data: randomBytes(4000 + ((i * 7919) % 40_000)) }));
   const expected = files.map((f) => `${createHash('sha256').update(f.data).digest('hex')}  /${f.path}`).join('\n');
@@ -41,7 +61,7 @@ describe('e2e: a podman 4.3.1 container reading files while the tocfs server is 
     await client.close();
     ref = `${proxy.host}/e2e/respawn:v1`;
     daemon = await startDaemon(work, { insecureHosts: [proxy.host], extraConfig: 'background_fetch = false\ndiffid_proof = "off"\ndisk_cache = 0\n' });
-    podman = new Podman(join(work, 'podman'), { als: daemon.mountpoint, insecureHosts: [proxy.host] });
+    podman = await start(work, daemon, proxy.host);
     await podman.podman(['pull', '-q', ref]);
   });
 

@@ -22,7 +22,9 @@ function render(s: DaemonStatus): string {
     const d = s.cache.disk;
     lines.push(`disk cache    ${mib(d.bytes)} of ${mib(d.maxBytes)} in ${d.chunks} chunks (${d.dir}), ${d.hits} hits, ${d.misses} misses, ${d.evictions} evicted`);
   }
-  lines.push(`fuse          ${s.fuse.requests} requests (${s.fuse.errors} answered with an error, mostly ENOENT for names podman probes), ${s.fuse.inFlight} in flight`, '');
+  lines.push(`fuse          ${s.fuse.requests} requests (${s.fuse.errors} answered with an error, mostly ENOENT for names podman probes), ${s.fuse.inFlight} in flight`);
+  if (s.workers) lines.push(`workers       ${s.workers.running} running, ${s.workers.tasks} tasks done off the FUSE thread${s.workers.crashes ? `, ${s.workers.crashes} lost to a dead worker` : ''}`);
+  lines.push('');
   if (s.layers.length === 0) lines.push('no layers looked up yet');
   for (const l of s.layers) {
     lines.push(`${l.ref}  ${l.key} (${l.generation === 'toc' ? 'TOC digest, podman ≥ 5.1' : 'blob digest'})`);

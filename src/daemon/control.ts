@@ -18,6 +18,8 @@ export interface DaemonStatus {
   registryErrors: ResolveFailure[];
   /** `resent`: requests a dead server had read, answered by this one. */
   fuse: { requests: number; errors: number; inFlight: number; resent?: number };
+  /** Worker threads doing TOCs, big chunks and proofs off the FUSE thread (`crashes`: tasks lost to a dead worker). */
+  workers?: { running: number; tasks: number; crashes: number };
 }
 
 export interface ControlDeps {

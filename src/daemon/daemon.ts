@@ -3,7 +3,7 @@ import type { Server } from 'node:http';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { FuseSession, type Negotiated } from '../fuse/index.js';
-import { BackgroundScheduler, ChunkCache, closeLayerWork, DiskCache } from '../layer/index.js';
+import { BackgroundScheduler, ChunkCache, closeLayerWork, DiskCache, layerWork } from '../layer/index.js';
 import { RegistryClient } from '../registry/index.js';
 import { LayerStore, NamespaceJournal, Resolver } from '../store/index.js';
 import { cacheDirOf, type Config } from './config.js';
@@ -110,6 +110,7 @@ export async function startDaemon(cfg: Config, logger: Logger = createLogger(cfg
     },
     registryErrors: resolver.recentFailures,
     fuse: { requests: session.stats.requests, errors: session.stats.errors, inFlight: session.stats.inFlight, resent: session.stats.resent },
+    workers: (({ workers, tasks, crashes }) => ({ running: workers, tasks, crashes }))(layerWork().stats),
   });
   const servers: Server[] = [await startControl(join(cfg.root, 'tocfs.sock'), { status, reads: () => store.reads(), credentials: client.credentials, onCredentials: () => resolver.clearFailures(), logger: logger.child({ component: 'control' }) })];
   if (cfg.metricsListen) {

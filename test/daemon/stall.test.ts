@@ -119,7 +119,8 @@ describe('daemon: one hostile image never stalls another (issue #11)', function 
     await d.waitForLog(/QUARANTINED: its DiffID proof failed: .*d\/small.*CRC/, 60_000);
     // EIO through a cached path; ENOENT once the kernel looks the layer directory up again (podman must not use it).
     await assert.rejects(readFile(join(dir, 'diff', 'd', 'small')), (e: NodeJS.ErrnoException) => e.code === 'EIO' || e.code === 'ENOENT');
-    const status = JSON.parse((await runCli(['status', '--root', d.root, '--json'])).stdout) as { layers: { blobDigest: string; quarantined?: string }[] };
+    const status = JSON.parse((await runCli(['status', '--root', d.root, '--json'])).stdout) as { layers: { blobDigest: string; quarantined?: string }[]; workers: { tasks: number } };
+    assert.ok(status.workers.tasks > 0, 'TOCs and proofs ran on worker threads');
     assert.match(status.layers.find((l) => l.blobDigest === images['crc']!.layers[0]!.digest)!.quarantined ?? '', /CRC/);
   });
 

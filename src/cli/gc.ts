@@ -1,15 +1,19 @@
 import type { Command } from 'commander';
 import { cacheDirOf, loadConfig, parseSize } from '../daemon/index.js';
-import { DiskCache } from '../layer/index.js';
+import { join } from 'node:path';
+import { DiskCache, pruneIndexDir } from '../layer/index.js';
 
 export function registerGc(program: Command): void {
   program
     .command('gc')
-    .description('trim the disk cache to a size, least recently used chunks first (safe while the daemon runs)')
+    .description('trim the disk cache to a size, least recently used chunks first, and forget the kept trees of layers '
+      + 'not resolved for a while (safe while the daemon runs)')
     .option('--root <dir>', 'state directory (default /var/lib/tocfs)')
     .option('--config <file>', 'config file (default /etc/tocfs/config.toml, if present)')
     .option('--max-size <size>', 'keep at most this much, e.g. 2GiB or 0 (default: the configured cap)')
-    .action(async (opts: { root?: string; config?: string; maxSize?: string }) => {
+    .option('--index-days <days>', 'forget kept layer trees (<root>/index) not loaded for this many days', (v) => Number(v), 30)
+    .action(async (opts: { root?: string; config?: string; maxSize?: string; indexDays: number }) => {
+      if (!(opts.indexDays >= 0)) throw new Error(`--index-days ${opts.indexDays}: use a number of days, 0 or more`);
       const cfg = await loadConfig(opts.config);
       if (opts.root) cfg.root = opts.root;
       const dir = cacheDirOf(cfg);
@@ -20,5 +24,8 @@ export function registerGc(program: Command): void {
       const before = cache.usedBytes;
       const freed = await cache.evict(target);
       process.stdout.write(`${dir}: ${before} bytes in ${cache.entries + cache.stats.evictions} chunks; removed ${cache.stats.evictions} chunks (${freed} bytes); ${cache.usedBytes} bytes kept\n`);
+      const indexDir = join(cfg.root, 'index');
+      const pruned = await pruneIndexDir(indexDir, opts.indexDays * 86_400_000);
+      process.stdout.write(`${indexDir}: removed ${pruned.removed} layer trees not loaded for ${opts.indexDays} days (${pruned.freedBytes} bytes); ${pruned.kept} kept\n`);
     });
 }

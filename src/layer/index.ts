@@ -11,3 +11,4 @@ export { DiskCache, type DiskCacheStats } from './disk-cache.js';
 export { BackgroundScheduler, LayerPrefetcher, type PrefetchProgress, type PrefetchState } from './prefetch.js';
 export { nodeAt } from './proof.js';
 export { LayerWork, layerWork, closeLayerWork, type IndexFiles } from './work.js';
+export { pruneIndexDir } from './index-dir.js';

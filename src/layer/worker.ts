@@ -1,7 +1,7 @@
 // The worker-thread side of layer/work.ts: every task here grows with its input (TOC size, chunk size, layer size)
 // and so must never run on the thread serving FUSE. Loaded by URL from work.ts; not imported by anything.
 import { createHash } from 'node:crypto';
-import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import {
   cleanAbsPath, decodeTarSplit, decompressFrames, layerFromSections, rebuildTar, verifyChunkBytes, zerosDigest,
@@ -91,6 +91,9 @@ async function loadIndex(input: { files: IndexFiles; tocDigest: string }): Promi
   try {
     const index = openTreeIndex(bytes, input.files.index);
     if (index.meta.tocDigest !== input.tocDigest) throw new Error(`names TOC ${index.meta.tocDigest}`);
+    // In use: `tocfs gc` keeps trees by when they were last loaded.
+    const now = new Date();
+    await utimes(input.files.index, now, now).catch(() => {});
     return { value: index.buffer };
   } catch {
     // Torn or from another version: rebuilt from the TOC (and written again).

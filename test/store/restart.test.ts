@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -70,5 +70,10 @@ describe('store: persistent disk cache across daemon restarts', function () {
     const r = await runCli(['gc', '--root', join(work, 'state'), '--max-size', '0']);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /removed [1-9]\d* chunks .* 0 bytes kept/);
+    // The layer's kept tree was loaded by the restarted daemon just now: a 30-day gc keeps it, a 0-day one does not.
+    assert.match(r.stdout, /index: removed 0 layer trees not loaded for 30 days \(0 bytes\); 1 kept/);
+    const r0 = await runCli(['gc', '--root', join(work, 'state'), '--max-size', '0', '--index-days', '0']);
+    assert.match(r0.stdout, /index: removed 1 layer trees not loaded for 0 days \(\d+ bytes\); 0 kept/);
+    assert.deepEqual(readdirSync(join(work, 'state', 'index')), []);
   });
 });

@@ -1,6 +1,6 @@
 import { TocfsError } from '../util/index.js';
 import type { ChunkCache } from './cache.js';
-import type { ChunkView, LayerTree } from './tree.js';
+import { S_IFMT, S_IFREG, type ChunkView, type LayerTree } from './tree.js';
 import { layerWork, type LayerWork } from './work.js';
 
 /** The seam to compressed bytes (design.md §2): a registry blob, a local file, a cache. */
@@ -26,6 +26,13 @@ export interface ContentOptions {
   name: string;
   /** Uncompressed bytes to fetch ahead of a sequential reader. */
   readaheadBytes?: number;
+  /**
+   * On the first miss in a directory, fetch its other small files (≤ 64 KiB) in the same request, up to this many
+   * compressed bytes (0: off). Containers read files of one directory together (a package's modules, a
+   * directory of libraries): each would otherwise cost a round trip, and on the same request they cost only
+   * their transfer time.
+   */
+  dirPrefetchBytes?: number;
   /** Largest chunk we will decompress in memory. */
   maxChunkBytes?: number;
   /** A fetch that has not delivered within this bound fails (EIO) instead of hanging the reader (ms). */
@@ -66,6 +73,9 @@ interface Pending {
   background?: boolean;
 }
 
+/** Files up to this size are fetched with a sibling's first miss (dirPrefetchBytes). */
+const SIBLING_MAX = 64 << 10;
+
 /** Zero chunks are served as slices of this (a hole can be gigabytes; reads are at most 1 MiB). */
 const ZERO = Buffer.alloc(1 << 20);
 
@@ -81,6 +91,8 @@ export class LayerContent {
   private readonly maxChunk: number;
   private readonly timeoutMs: number;
   private readonly work: LayerWork;
+  /** Directories whose small files were fetched along with a first miss (see dirPrefetchBytes). */
+  private readonly batchedDirs = new Set<number>();
   /** Foreground fetches in flight, and when the last one ended: background work yields to both. */
   foreground = 0;
   lastForegroundAt = 0;
@@ -190,11 +202,11 @@ export class LayerContent {
   private obtain(node: number, wanted: number[], ahead: number[]): Promise<Buffer | undefined>[] {
     const results: Promise<Buffer | undefined>[] = [];
     const toFetch: Pending[] = [];
-    const schedule = (c: ChunkView): Promise<Buffer> => {
+    const schedule = (c: ChunkView, of = node): Promise<Buffer> => {
       let resolve!: (b: Buffer) => void;
       let reject!: (e: unknown) => void;
       const p = new Promise<Buffer>((res, rej) => { resolve = res; reject = rej; });
-      toFetch.push({ node, chunk: c, resolve, reject });
+      toFetch.push({ node: of, chunk: c, resolve, reject });
       return this.cache.track(c.digest, p);
     };
     for (const i of wanted) {
@@ -215,8 +227,38 @@ export class LayerContent {
       const c = this.tree.chunk(node, i);
       if (!this.cache.has(c.digest)) schedule(c).catch(() => { /* readahead failures surface when read */ });
     }
-    if (toFetch.length > 0) void this.fill(toFetch);
+    if (toFetch.length > 0) {
+      for (const { node: sibling, chunk } of this.siblings(node)) {
+        schedule(chunk, sibling).catch(() => { /* a sibling's failure surfaces when it is read */ });
+      }
+      void this.fill(toFetch);
+    }
     return results;
+  }
+
+  /**
+   * The chunks of the small files next to `node` that are not local yet, up to dirPrefetchBytes compressed: once per
+   * directory, on its first miss (see ContentOptions.dirPrefetchBytes).
+   */
+  private siblings(node: number): { node: number; chunk: ChunkView }[] {
+    let budget = this.opts.dirPrefetchBytes ?? 0;
+    const dir = this.tree.parentOf(node);
+    if (budget <= 0 || this.batchedDirs.has(dir) || this.batchedDirs.size >= 100_000) return [];
+    this.batchedDirs.add(dir);
+    const out: { node: number; chunk: ChunkView }[] = [];
+    for (let i = 0; i < this.tree.childCount(dir) && budget > 0; i++) {
+      const sibling = this.tree.childNode(dir, i);
+      if (sibling === node || (this.tree.modeOf(sibling) & S_IFMT) !== S_IFREG || this.tree.sizeOf(sibling) > SIBLING_MAX) continue;
+      if (this.lastEnd.has(sibling)) continue; // read already: what it needs is cached or on its way
+      for (let k = 0; k < this.tree.chunkCount(sibling); k++) {
+        const c = this.tree.chunk(sibling, k);
+        if (c.zeros || this.cache.has(c.digest) || this.cache.isLocal(c.digest)) continue;
+        if (c.end - c.start > budget) return out;
+        budget -= c.end - c.start;
+        out.push({ node: sibling, chunk: c });
+      }
+    }
+    return out;
   }
 
   /** Misses: the disk cache first (each chunk re-verified there), then one batched fetch for the rest. */

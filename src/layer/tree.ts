@@ -96,6 +96,11 @@ export class LayerTree {
     return { name: this.names.toString('utf8', this.nameStart(e), this.a.entryNameEnd[e]!), node: this.a.entryNode[e]! };
   }
 
+  /** The node of the i-th entry of a directory, without decoding its name. */
+  childNode(dir: number, i: number): number {
+    return this.a.entryNode[this.a.dirFirst[dir]! + i]!;
+  }
+
   /** The directory containing `node`'s first name (the root is its own parent). */
   parentOf(node: number): number {
     const e = this.a.nodeEntry[node]!;

@@ -117,6 +117,8 @@ export interface ResolverOptions {
   /** Aborted when the daemon stops: fetches and background work end at once. */
   stop?: AbortSignal;
   readaheadBytes?: number;
+  /** See ContentOptions.dirPrefetchBytes. */
+  dirPrefetchBytes?: number;
   logger?: ContentLogger & { info(obj: object, msg: string): void };
   /** How long a failed resolution is remembered before it is tried again (ms). */
   failureTtlMs?: number;
@@ -418,6 +420,7 @@ export class Resolver {
     const access = new AccessLog(this.opts.accessDir, tocDigest, tree);
     const content = new LayerContent(tree, source, this.opts.cache, {
       name, ...(this.opts.readaheadBytes !== undefined ? { readaheadBytes: this.opts.readaheadBytes } : {}),
+      ...(this.opts.dirPrefetchBytes !== undefined ? { dirPrefetchBytes: this.opts.dirPrefetchBytes } : {}),
       ...(this.opts.logger ? { logger: this.opts.logger } : {}),
       ...(this.opts.fetchTimeoutMs !== undefined ? { fetchTimeoutMs: this.opts.fetchTimeoutMs } : {}),
       onFirstRead: (node) => access.record(node),

@@ -148,6 +148,39 @@ describe('layer: content', () => {
     assert.equal(src.ranges, 1, '16 concurrent readers of one chunk share one fetch');
   });
 
+  it('with dirPrefetchBytes, fetches the small files of a directory with its first miss (once per directory)', async () => {
+    const fx = loadFixtures().find((f) => f.name === 'many-files') ?? loadFixtures()[0]!;
+    const { tree, blob } = await openFixture(fx);
+    // The directory with the most small regular files.
+    let best = { dir: 0, files: [] as number[] };
+    const walk = (dir: number) => {
+      const files: number[] = [];
+      for (let i = 0; i < tree.childCount(dir); i++) {
+        const n = tree.childNode(dir, i);
+        if (tree.isDir(n)) walk(n);
+        else if ((tree.modeOf(n) & S_IFMT) === S_IFREG && tree.sizeOf(n) > 0 && tree.sizeOf(n) <= 16384) files.push(n);
+      }
+      if (files.length > best.files.length) best = { dir, files };
+    };
+    walk(0);
+    assert.ok(best.files.length >= 3, `${fx.name} has a directory of small files`);
+    const [first, second, third] = best.files as [number, number, number];
+    const read = async (content: LayerContent, n: number) => Buffer.concat(await content.read(n, 0, tree.sizeOf(n)));
+    const plain = new CountingSource(blob);
+    const without = new LayerContent(tree, plain, new ChunkCache(64 << 20), { name: fx.name, readaheadBytes: 0 });
+    await read(without, first);
+    await read(without, second);
+    assert.equal(plain.calls, 2, 'without it, each file is a fetch');
+    const src = new CountingSource(blob);
+    const content = new LayerContent(tree, src, new ChunkCache(64 << 20), { name: fx.name, readaheadBytes: 0, dirPrefetchBytes: 1 << 20 });
+    const a = await read(content, first);
+    assert.equal(src.calls, 1);
+    const b = await read(content, second);
+    const c = await read(content, third);
+    assert.equal(src.calls, 1, 'the siblings came with the first miss');
+    assert.ok(a.equals(await read(without, first)) && b.equals(await read(without, second)) && c.equals(await read(without, third)));
+  });
+
   it('fetches ahead for sequential readers in batched ranges', async () => {
     const fx = loadFixtures().find((f) => f.name === 'big-chunked')!;
     const { tree, blob } = await openFixture(fx);

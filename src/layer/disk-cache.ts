@@ -17,6 +17,11 @@ export interface DiskCacheLogger {
 
 const HEX = /^[0-9a-f]{64}$/;
 
+/** Where the disk cache in `dir` keeps the chunk whose SHA-256 is `hex` (the proof worker reads it there too). */
+export function chunkFilePath(dir: string, hex: string): string {
+  return join(dir, 'sha256', hex.slice(0, 2), hex);
+}
+
 /**
  * Verified chunks on disk, content-addressed: `<dir>/sha256/<ab>/<hex>`. Shared by every layer and image, reused
  * after a restart, written through a temporary file (no fsync) and verified again when read back: a disk that
@@ -93,7 +98,7 @@ export class DiskCache {
   }
 
   private path(hex: string): string {
-    return join(this.dir, 'sha256', hex.slice(0, 2), hex);
+    return chunkFilePath(this.dir, hex);
   }
 
   has(digest: string): boolean {
@@ -117,7 +122,7 @@ export class DiskCache {
     const unpin = this.pin(digest);
     let found: { data?: Buffer; corrupt?: boolean };
     try {
-      // Big chunks are read and hashed on a worker thread (hashing 64 MiB holds a thread ~40 ms).
+      // Read and hashed on a worker thread, whatever the chunk's size (see LayerWork.readChunkFile).
       found = await layerWork().readChunkFile(this.path(hex), hex);
     } finally {
       unpin();

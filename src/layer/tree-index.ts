@@ -174,12 +174,7 @@ export function indexFileBytes(index: TreeIndex): Uint8Array[] {
  */
 export function openTreeIndex(file: Uint8Array, what: string): TreeIndex {
   if (file.length < HEADER + 32) throw new TreeIndexError('INDEX_INVALID', `${what}: ${file.length} bytes is too short for a tree index`);
-  const head = Buffer.from(file.buffer, file.byteOffset, HEADER);
-  if (head.toString('latin1', 0, 8) !== INDEX_MAGIC || head.readUInt32LE(8) !== INDEX_VERSION) {
-    throw new TreeIndexError('INDEX_INVALID', `${what}: not a tree index of this tocfs version`);
-  }
-  const counts = {} as IndexCounts;
-  COUNT_KEYS.forEach((k, i) => { counts[k] = head.readUInt32LE(12 + i * 4); });
+  const counts = readHeader(Buffer.from(file.buffer, file.byteOffset, HEADER), what);
   const { total } = layout(counts);
   if (file.length !== total + 32) throw new TreeIndexError('INDEX_INVALID', `${what}: ${file.length} bytes, the header describes ${total + 32}`);
   const sum = createHash('sha256').update(file.subarray(HEADER, total)).digest();
@@ -192,12 +187,19 @@ export function openTreeIndex(file: Uint8Array, what: string): TreeIndex {
 
 /** An index around a buffer this process built (shared from a worker thread): no copy, no checksum. */
 export function adoptTreeIndex(buffer: SharedArrayBuffer): TreeIndex {
-  const head = Buffer.from(buffer, 0, HEADER);
-  if (head.toString('latin1', 0, 8) !== INDEX_MAGIC) throw new TreeIndexError('INDEX_INVALID', 'not a tree index');
-  const counts = {} as IndexCounts;
-  COUNT_KEYS.forEach((k, i) => { counts[k] = head.readUInt32LE(12 + i * 4); });
+  const counts = readHeader(Buffer.from(buffer, 0, HEADER), 'a shared tree buffer');
   const arrays = views(buffer, counts);
   return { buffer, counts, arrays, meta: parseMeta(arrays.meta) };
+}
+
+/** The section counts of a header (what sealTreeIndex wrote), after checking its magic and version. */
+function readHeader(head: Buffer, what: string): IndexCounts {
+  if (head.toString('latin1', 0, 8) !== INDEX_MAGIC || head.readUInt32LE(8) !== INDEX_VERSION) {
+    throw new TreeIndexError('INDEX_INVALID', `${what}: not a tree index of this tocfs version`);
+  }
+  const counts = {} as IndexCounts;
+  COUNT_KEYS.forEach((k, i) => { counts[k] = head.readUInt32LE(12 + i * 4); });
+  return counts;
 }
 
 function parseMeta(bytes: Uint8Array): TreeMeta {

@@ -1,6 +1,6 @@
 import { availableParallelism } from 'node:os';
 import { verifyChunkBytes, zerosDigest, type ChunkSpec, type LayerSections } from '../format/index.js';
-import { WorkerPool, type Digest } from '../util/index.js';
+import { transferable, WorkerPool, type Digest } from '../util/index.js';
 import { adoptTreeIndex } from './tree-index.js';
 import { LayerTree } from './tree.js';
 import type { IndexFiles, ProofRequest } from './worker.js';
@@ -116,11 +116,6 @@ export class LayerWork {
       workers: pools.reduce((n, p) => n + p.workers, 0),
     };
   }
-}
-
-/** Only a buffer that owns all of its memory may be transferred (small Buffers share Node's 8 KiB pool). */
-function transferable(b: Buffer): ArrayBuffer[] {
-  return b.byteOffset === 0 && b.buffer.byteLength === b.length && !(b.buffer instanceof SharedArrayBuffer) ? [b.buffer as ArrayBuffer] : [];
 }
 
 let shared: LayerWork | undefined;

@@ -2,13 +2,13 @@
 // and so must never run on the thread serving FUSE. Loaded by URL from work.ts; not imported by anything.
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { mkdir, readFile, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { readFile, rm, stat, utimes } from 'node:fs/promises';
 import {
   cleanAbsPath, decodeTarSplit, decompressFrames, layerFromSections, rebuildTar, verifyChunkBytes, zerosDigest,
   type ChunkSpec, type LayerSections,
 } from '../format/index.js';
-import { serveTasks, sha256Digest, TocfsError, type TaskContext, type TaskResult } from '../util/index.js';
+import { serveTasks, sha256Digest, TocfsError, transferable, writeStateFile, type TaskContext, type TaskResult } from '../util/index.js';
+import { chunkFilePath } from './disk-cache.js';
 import { buildTreeIndex } from './tree-build.js';
 import { nodeAt } from './proof.js';
 import { adoptTreeIndex, indexFileBytes, openTreeIndex } from './tree-index.js';
@@ -31,27 +31,7 @@ const PIECE = 1 << 20;
 const PACE_BYTES = 8 << 20;
 const ZERO = Buffer.alloc(PIECE);
 
-/** A buffer to hand back: transferred when it owns its memory, copied once otherwise. */
-function handBack(b: Buffer): TaskResult {
-  const own = b.byteOffset === 0 && b.buffer.byteLength === b.length && !(b.buffer instanceof SharedArrayBuffer);
-  const out = own ? b : Buffer.from(b);
-  return { value: out, transfer: [out.buffer as ArrayBuffer] };
-}
-
 const asBuffer = (u: Uint8Array): Buffer => Buffer.from(u.buffer, u.byteOffset, u.length);
-
-/** Write a state file whole (temporary file + rename), readable by root only. */
-async function saveFile(file: string, data: Uint8Array | Uint8Array[]): Promise<void> {
-  await mkdir(dirname(file), { recursive: true, mode: 0o700 });
-  const tmp = `${file}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
-  try {
-    await writeFile(tmp, Array.isArray(data) ? Buffer.concat(data) : data, { mode: 0o600 });
-    await rename(tmp, file);
-  } catch (err) {
-    await rm(tmp, { force: true }).catch(() => {});
-    throw err;
-  }
-}
 
 /**
  * Verify, decompress, parse and cross-check a layer's TOC and tar-split, build its tree index, and keep both on disk
@@ -70,8 +50,8 @@ async function openToc(input: { sections: LayerSections; files?: IndexFiles }): 
   let saved = false;
   if (input.files) {
     try {
-      await saveFile(input.files.tarSplit, sections.tarSplitZ);
-      await saveFile(input.files.index, indexFileBytes(index));
+      await writeStateFile(input.files.tarSplit, sections.tarSplitZ);
+      await writeStateFile(input.files.index, indexFileBytes(index));
       saved = true;
     } catch {
       // Only costs a TOC fetch after the next restart; the proof then reports the missing tar-split.
@@ -104,21 +84,31 @@ async function loadIndex(input: { files: IndexFiles; tocDigest: string }): Promi
 }
 
 function verifyChunk(input: { where: string; spec: ChunkSpec; compressed: Uint8Array }): TaskResult {
-  return handBack(verifyChunkBytes(input.where, input.spec, asBuffer(input.compressed)));
+  const data = verifyChunkBytes(input.where, input.spec, asBuffer(input.compressed));
+  return { value: data, transfer: transferable(data) };
 }
 
 /** A disk-cache file whose content hashes to `hex`, or undefined (missing or corrupt: the caller treats it as a miss). */
-function readChunkFile(input: { path: string; hex: string }): TaskResult {
-  // Synchronous on purpose: this thread does nothing else meanwhile, and one read syscall of a page-cached chunk
-  // is cheaper than four thread-pool round trips (open, fstat, read, close).
+/**
+ * A chunk file's bytes if they hash to `hex`; 'missing' or 'corrupt' otherwise. Synchronous on purpose: this thread
+ * does nothing else meanwhile, and one read of a page-cached chunk is cheaper than four thread-pool round trips
+ * (open, fstat, read, close).
+ */
+function verifiedChunkFile(path: string, hex: string): Buffer | 'missing' | 'corrupt' {
   let data: Buffer;
   try {
-    data = readFileSync(input.path);
+    data = readFileSync(path);
   } catch {
-    return { value: { missing: true } };
+    return 'missing';
   }
-  if (createHash('sha256').update(data).digest('hex') !== input.hex) return { value: { corrupt: true } };
-  return { value: { data }, transfer: [data.buffer as ArrayBuffer] };
+  return createHash('sha256').update(data).digest('hex') === hex ? data : 'corrupt';
+}
+
+function readChunkFile(input: { path: string; hex: string }): TaskResult {
+  const data = verifiedChunkFile(input.path, input.hex);
+  if (data === 'missing') return { value: { missing: true } };
+  if (data === 'corrupt') return { value: { corrupt: true } };
+  return { value: { data }, transfer: transferable(data) };
 }
 
 /** What the proof task asks the main thread for. */
@@ -143,9 +133,8 @@ async function prove(input: { buffer: SharedArrayBuffer; tarSplitFile: string; c
   const chunkOf = async (node: number, index: number): Promise<Buffer> => {
     const c = tree.chunk(node, index);
     if (input.cacheDir) {
-      const hex = c.digest.slice(7);
-      const data = await readFile(join(input.cacheDir, 'sha256', hex.slice(0, 2), hex)).catch(() => undefined);
-      if (data && data.length === c.size && createHash('sha256').update(data).digest('hex') === hex) return data;
+      const data = verifiedChunkFile(chunkFilePath(input.cacheDir, c.digest.slice(7)), c.digest.slice(7));
+      if (typeof data !== 'string') return data;
     }
     return asBuffer(await ctx.request<Uint8Array>({ kind: 'chunk', node, index } satisfies ProofRequest));
   };

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
-import { open, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { open, mkdir, readFile, rename, rm } from 'node:fs/promises';
+import { join } from 'node:path';
 import { LRUCache } from 'lru-cache';
 import {
   ARTIFACT_TYPE_PREFETCH, layerKind, MEDIA_TYPE_SENTINEL, parsePrefetchArtifact, parsePrefetchHint, readLayerSections, type LayerSections,
@@ -12,7 +12,7 @@ import {
 import {
   findArtifact, parseImageConfig, parseReference, withDigest, type Descriptor, type ImageManifest, type ImageReference, type RegistryClient,
 } from '../registry/index.js';
-import { TocfsError, type Digest } from '../util/index.js';
+import { isDigest, TocfsError, writeStateFile, type Digest } from '../util/index.js';
 import type { KeyGeneration } from './info.js';
 
 /** Why a key is not served lazily; the store answers ENOENT and podman pulls the layer itself. */
@@ -147,6 +147,15 @@ export interface ResolveFailure {
 
 const TOC_ANNOTATION = 'io.github.containers.zstd-chunked.manifest-checksum';
 
+/** The reference a key directory names, or NotServable (podman then pulls normally). */
+function servableRef(refString: string): ImageReference {
+  try {
+    return parseReference(refString);
+  } catch (err) {
+    throw new NotServable('BAD_REF', `"${refString}" is not an image reference: ${(err as Error).message}`);
+  }
+}
+
 /** Proof failures that say nothing about the layer: it is tried again later instead of being quarantined. */
 const TRANSIENT_PROOF_ERRORS = new Set(['FETCH_FAILED', 'EINTR', 'STOPPED', 'POOL_CLOSED', 'WORKER_DIED', 'TARSPLIT_MISSING']);
 
@@ -198,12 +207,7 @@ export class Resolver {
   }
 
   private async findUncached(refString: string, key: Digest): Promise<FoundLayer> {
-    let ref: ImageReference;
-    try {
-      ref = parseReference(refString);
-    } catch (err) {
-      throw new NotServable('BAD_REF', `"${refString}" is not an image reference: ${(err as Error).message}`);
-    }
+    const ref = servableRef(refString);
     const image = await this.image(ref);
     const hit = await this.locate(image, key);
     if (!hit) throw new NotServable('NO_SUCH_LAYER', `${ref.string}: no layer with blob or TOC digest ${key}`);
@@ -221,13 +225,7 @@ export class Resolver {
    * that only the dead server had). The tree comes from the local index when kept there, else from the registry.
    */
   async reopen(refString: string, recorded: RecordedLayer): Promise<FoundLayer> {
-    let ref: ImageReference;
-    try {
-      ref = parseReference(refString);
-    } catch (err) {
-      throw new NotServable('BAD_REF', `"${refString}" is not an image reference: ${(err as Error).message}`);
-    }
-    return this.servable(ref, recorded);
+    return this.servable(servableRef(refString), recorded);
   }
 
   /** `hint`: a prefetch hint attached to the image (none for a reopened layer: its first reads are on record). */
@@ -284,13 +282,12 @@ export class Resolver {
    * orders the background fetch, so any failure is logged and means "no hint".
    */
   private attachedHint(ref: ImageReference, subject: Digest): Promise<string[]> {
-    const p = findArtifact(this.opts.client, ref, subject, ARTIFACT_TYPE_PREFETCH, this.bound())
+    return findArtifact(this.opts.client, ref, subject, ARTIFACT_TYPE_PREFETCH, this.bound())
       .then((blob) => (blob ? parsePrefetchArtifact(blob) : []))
       .catch((err: unknown) => {
         this.opts.logger?.warn({ ref: ref.string, subject }, `${ref.string}: attached prefetch hint ignored: ${(err as Error).message}`);
         return [];
       });
-    return p;
   }
 
   /** Find the layer whose blob digest or TOC digest is `key`, looking into further index candidates if needed. */
@@ -347,7 +344,7 @@ export class Resolver {
 
   /** Files of the layer with this TOC digest under indexDir (undefined without an indexDir or a sane digest). */
   private indexFiles(tocDigest: string | undefined): IndexFiles | undefined {
-    if (!this.opts.indexDir || !tocDigest || !/^sha256:[0-9a-f]{64}$/.test(tocDigest)) return undefined;
+    if (!this.opts.indexDir || !isDigest(tocDigest)) return undefined;
     const base = join(this.opts.indexDir, tocDigest.slice(7));
     return { index: `${base}.tree`, tarSplit: `${base}.tarsplit` };
   }
@@ -616,7 +613,7 @@ class AccessLog {
   }
 
   private static fileOf(dir: string | undefined, tocDigest: string | undefined): string | undefined {
-    return dir && tocDigest && /^sha256:[0-9a-f]{64}$/.test(tocDigest) ? join(dir, `${tocDigest.slice(7)}.json`) : undefined;
+    return dir && isDigest(tocDigest) ? join(dir, `${tocDigest.slice(7)}.json`) : undefined;
   }
 
   /** The paths a previous run recorded for the layer with this TOC digest ([] if none or unreadable). */
@@ -653,7 +650,7 @@ class AccessLog {
 
   private async save(): Promise<void> {
     // Failing only loses a priority hint.
-    await saveJson(this.file!, this.paths).catch(() => {});
+    await writeStateFile(this.file!, JSON.stringify(this.paths)).catch(() => {});
   }
 }
 
@@ -681,14 +678,7 @@ class ProofRecords {
 
   async record(blob: Digest, proven: { diffID: Digest; size: number; toc: string }): Promise<void> {
     // Failing only costs a second proof after the next restart.
-    await saveJson(this.file(blob), { diffID: proven.diffID, size: proven.size, toc: proven.toc }).catch(() => {});
+    await writeStateFile(this.file(blob), JSON.stringify({ diffID: proven.diffID, size: proven.size, toc: proven.toc })).catch(() => {});
   }
 }
 
-/** Write a small state file whole (temporary file + rename), creating its directory. */
-async function saveJson(file: string, value: unknown): Promise<void> {
-  await mkdir(dirname(file), { recursive: true, mode: 0o700 });
-  const tmp = `${file}.tmp-${process.pid}`;
-  await writeFile(tmp, JSON.stringify(value), { mode: 0o600 });
-  await rename(tmp, file);
-}

@@ -211,6 +211,14 @@ export function serveTasks(handlers: Record<string, TaskHandler>): void {
   });
 }
 
+/**
+ * What to list for transfer so `b` crosses threads without a copy: its memory, when `b` owns all of it. A small
+ * Buffer shares Node's 8 KiB pool, which must never be transferred (cloning it copies just that pool).
+ */
+export function transferable(b: Uint8Array): ArrayBuffer[] {
+  return b.byteOffset === 0 && b.buffer.byteLength === b.length && !(b.buffer instanceof SharedArrayBuffer) ? [b.buffer as ArrayBuffer] : [];
+}
+
 /** An error as it crosses threads: its message and code (stacks and classes do not survive). */
 function errorOf(err: unknown): { message: string; code?: string } {
   const e = err as { message?: string; code?: unknown };

@@ -32,6 +32,8 @@ export interface RegistryServerOptions {
   token?: Pick<TokenServerOptions, 'anonymousActions' | 'tokenField' | 'expiresIn'>;
   /** Milliseconds to wait for the registry to answer /v2/ (default 15000). */
   startTimeoutMs?: number;
+  /** Keep the blobs in this directory, which stop() leaves in place (benchmarks reuse pushed images across runs). */
+  storageDir?: string;
 }
 
 export interface RegistryServer {
@@ -120,7 +122,7 @@ async function startOnce(opts: RegistryServerOptions, dir: string, binary: strin
   const auth = opts.auth ?? 'none';
   const users = opts.users ?? { user: 'pass' };
   const port = await freePort();
-  const storageDir = join(dir, 'storage');
+  const storageDir = opts.storageDir ?? join(dir, 'storage');
   let tokenServer: TokenServer | undefined;
   let authBlock = '';
   if (auth === 'htpasswd') {

@@ -1,0 +1,406 @@
+// Cold start of real images built from Debian 12 packages (issue #12): `npm run bench:realworld` (root, /dev/fuse,
+// podman, skopeo, docker-registry, debootstrap and Debian's mirror; the first run builds and caches the images).
+//
+//   1. Images (scripts/lib/realworld-images.ts): python3 + numpy/scipy/pandas, gcc/g++/gfortran, nodejs + npm, and a
+//      1 GiB read-everything data layer, each as a Debian minbase layer + the layer its packages add. Pushed to a
+//      loopback docker-registry (storage cached beside the images) as gzip and as zstd:chunked written by skopeo 1.18
+//      (the c/image of podman 5.4).
+//   2. The link: the proxy of bench:coldstart (scripts/lib/link-proxy.ts), BENCH_MBIT (default 100) Mbit/s shared,
+//      BENCH_LATENCY_MS (default 20) ms each way. Every side reaches the registry only through it.
+//   3. Per workload, per run, from cold (fresh podman storage and tocfs state, page cache dropped), these sides:
+//        full       podman 4.3.1 pulls the gzip image, then runs the workload
+//        partial    podman 5.4 (Debian 13 root) pulls the zstd:chunked image with enable_partial_images, then runs
+//        plain      podman 4.3.1 through tocfs, default configuration
+//        nobg       the same with background_fetch = false
+//        hinted     tocfs with a hint attached by `tocfs hint` (the image digest unchanged) from plain's reads
+//        warm       tocfs restarted over plain's state directory, fresh podman storage
+//      Time = pull + run until the workload prints its done marker.
+//   4. Print, per workload, the medians over the runs, the ratios full / side and partial / side, MiB fetched until
+//      ready, and MiB of files the workload read (from tocfs reads); check every output.
+//
+// Environment: BENCH_WORKLOADS (default python,gcc,node,bigread), BENCH_SIDES (default full,partial,plain,nobg,
+// hinted,warm), BENCH_RUNS (default 3), BENCH_MBIT, BENCH_LATENCY_MS, BENCH_REALWORLD_CACHE (default
+// /var/cache/tocfs/realworld), BENCH_DEBIAN_MIRROR, BENCH_JSON (write all results there), BENCH_LOG_DIR (daemon logs
+// and the proxy's request log), BENCH_TIMEOUT_S (default 7200).
+import { execFile } from 'node:child_process';
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { CLI } from '../test/helpers/cli.js';
+import { startDaemon, type DaemonHandle } from '../test/helpers/daemon.js';
+import { Podman } from '../test/helpers/podman.js';
+import { debian13Root, Debian13Chroot, Podman5 } from '../test/helpers/podman5.js';
+import { startRegistry, type RegistryServer } from '../test/helpers/registry-server.js';
+import { calibrate, describePhase, startLinkProxy, type LinkProxy, type PhaseCounters } from './lib/link-proxy.js';
+import { alsLayerCount, dropCaches, hostPodmanRun, PODMAN_RUN_FLAGS, runUntilMarker, timed, type MarkedRun } from './lib/podman-run.js';
+import { DONE_MARKER, WORKLOADS, workloadLayers, writeOciLayout, type Workload, type WorkloadLayers } from './lib/realworld-images.js';
+
+const execFileP = promisify(execFile);
+const MiB = 1 << 20;
+
+function envNumber(name: string, fallback: number, check: (v: number) => boolean, what: string): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const v = Number(raw);
+  if (!Number.isFinite(v) || !check(v)) {
+    console.error(`bench:realworld: ${name}=${JSON.stringify(raw)} is not ${what}`);
+    process.exit(2);
+  }
+  return v;
+}
+
+function envList<T extends string>(name: string, all: readonly T[], fallback: readonly T[]): T[] {
+  const raw = process.env[name];
+  if (raw === undefined || raw.trim() === '') return [...fallback];
+  const items = raw.split(',').map((s) => s.trim()).filter((s) => s !== '');
+  for (const i of items) {
+    if (!all.includes(i as T)) {
+      console.error(`bench:realworld: ${name}: "${i}" is not one of ${all.join(', ')}`);
+      process.exit(2);
+    }
+  }
+  return items as T[];
+}
+
+const SIDES = ['full', 'partial', 'plain', 'nobg', 'hinted', 'warm'] as const;
+type Side = (typeof SIDES)[number];
+const SIDE_LABEL: Record<Side, string> = {
+  full: 'full pull (podman 4.3.1, gzip)', partial: 'podman 5.4 partial pull (zstd:chunked)', plain: 'tocfs plain',
+  nobg: 'tocfs, background_fetch off', hinted: 'tocfs hinted (tocfs hint)', warm: 'tocfs warm (restarted)',
+};
+
+const MBIT = envNumber('BENCH_MBIT', 100, (v) => v >= 0, 'a bandwidth in Mbit/s (0 = no cap)');
+const LATENCY_MS = envNumber('BENCH_LATENCY_MS', 20, (v) => v >= 0 && v <= 1000, 'a one-way latency in ms between 0 and 1000');
+const RUNS = envNumber('BENCH_RUNS', 3, (v) => Number.isInteger(v) && v >= 1 && v <= 10, 'a run count between 1 and 10');
+const TIMEOUT_S = envNumber('BENCH_TIMEOUT_S', 7200, (v) => v >= 60, 'a timeout of at least 60 s');
+const WORKLOAD_NAMES = envList('BENCH_WORKLOADS', WORKLOADS.map((w) => w.name), WORKLOADS.map((w) => w.name));
+const SIDES_WANTED = envList('BENCH_SIDES', SIDES, SIDES);
+const CACHE_DIR = process.env.BENCH_REALWORLD_CACHE ?? '/var/cache/tocfs/realworld';
+const MIRROR = process.env.BENCH_DEBIAN_MIRROR ?? 'http://deb.debian.org/debian';
+const LOG_DIR = process.env.BENCH_LOG_DIR;
+
+const T0 = performance.now();
+const elapsed = (): string => `${((performance.now() - T0) / 1000).toFixed(0)} s`;
+const say = (msg: string): void => console.log(`[${elapsed()}] ${msg}`);
+const fmtMiB = (b: number): string => (b / MiB).toFixed(1);
+
+interface SideResult {
+  workload: string;
+  side: Side;
+  run: number;
+  pullS: number;
+  runS: number;
+  totalS: number;
+  /** Bytes registry → client during pull and run (until the marker). */
+  pullBytes: number;
+  runBytes: number;
+  requests: number;
+  /** Layers served by tocfs (c/storage "additionallayer" entries). */
+  alsLayers: number;
+  ok: boolean;
+  problem?: string;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Images in the registry
+
+interface PushedWorkload {
+  workload: Workload;
+  layers: WorkloadLayers;
+  /** Repositories (under the registry) of the gzip image, the zstd:chunked image, and a copy of it for hints. */
+  gzip: string;
+  zstd: string;
+  hinted: string;
+}
+
+/**
+ * Push one workload's images unless the cached registry storage already has them (a marker per workload records the
+ * layer tars' recipes and sizes it was pushed from).
+ */
+async function pushWorkload(registry: RegistryServer, chroot: Debian13Chroot, work: string, w: Workload, layers: WorkloadLayers): Promise<PushedWorkload> {
+  const repo = (kind: string): string => `realworld/${w.name}-${kind}:v1`;
+  const pushed: PushedWorkload = { workload: w, layers, gzip: repo('gzip'), zstd: repo('zstd'), hinted: repo('hinted') };
+  const stamp = layers.tars.map((t) => `${readFileSync(`${t}.ready`, 'utf8').trim()} ${lstatSync(t).size}`).join('\n');
+  const marker = join(CACHE_DIR, 'registry', `pushed-${w.name}`);
+  if (existsSync(marker) && readFileSync(marker, 'utf8') === stamp) return pushed;
+  const layout = join(work, `oci-${w.name}`);
+  await writeOciLayout(layout, layers.tars, 'v1', w.command);
+  const dest = (r: string): string => `docker://${registry.host}/${r}`;
+  say(`${w.name}: pushing gzip (skopeo of Debian 12)`);
+  await execFileP('skopeo', ['copy', '--quiet', '--dest-tls-verify=false', `oci:${layout}:v1`, dest(pushed.gzip)], { timeout: 1800_000 });
+  say(`${w.name}: pushing zstd:chunked (skopeo 1.18 of the Debian 13 root)`);
+  await chroot.exec('skopeo', ['copy', '--quiet', '--dest-tls-verify=false', '--dest-compress-format=zstd:chunked', `oci:${layout}:v1`, dest(pushed.zstd)], { timeoutMs: 1800_000 });
+  await chroot.exec('skopeo', ['copy', '--quiet', '--src-tls-verify=false', '--dest-tls-verify=false', '--preserve-digests', dest(pushed.zstd), dest(pushed.hinted)], { timeoutMs: 600_000 });
+  rmSync(layout, { recursive: true, force: true });
+  writeFileSync(marker, stamp);
+  return pushed;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// One side
+
+interface Ctx {
+  work: string;
+  registry: RegistryServer;
+  proxy: LinkProxy;
+  chroot: Debian13Chroot;
+}
+
+/** What one side measured around `pull` and `run`. */
+async function measure(ctx: Ctx, tag: string, pull: () => Promise<unknown>, run: (onDone: () => void) => Promise<MarkedRun>): Promise<{ pullS: number; runS: number; pull: PhaseCounters; run: PhaseCounters; output: string }> {
+  const pullCounters = ctx.proxy.phase(`${tag}:pull`);
+  const p = await timed(pull);
+  const runCounters = ctx.proxy.phase(`${tag}:run`);
+  // Run time ends at the done marker, not at podman's exit (see runUntilMarker).
+  const r = await run(() => { ctx.proxy.phase(`${tag}:after`); });
+  ctx.proxy.phase('idle');
+  return { pullS: p.s, runS: r.doneS, pull: pullCounters, run: runCounters, output: r.output };
+}
+
+function checkOutput(w: PushedWorkload, output: string): string | undefined {
+  if (w.layers.expected !== undefined && output !== w.layers.expected) return `output ${JSON.stringify(output.slice(0, 200))} is not the expected ${JSON.stringify(w.layers.expected)}`;
+  return undefined;
+}
+
+const RUN_TIMEOUT_MS = 900_000;
+
+async function fullSide(ctx: Ctx, w: PushedWorkload, run: number): Promise<SideResult> {
+  const p = new Podman(join(ctx.work, `full-${w.workload.name}-${run}`), { insecureHosts: [ctx.proxy.host] });
+  const ref = `${ctx.proxy.host}/${w.gzip}`;
+  try {
+    const m = await measure(ctx, `${w.workload.name}.full.${run}`, () => p.podman(['pull', '-q', ref], RUN_TIMEOUT_MS),
+      (onDone) => runUntilMarker(hostPodmanRun(ref, w.workload.command), p.env, DONE_MARKER, RUN_TIMEOUT_MS, onDone));
+    const als = alsLayerCount(p.graphroot);
+    const problem = checkOutput(w, m.output) ?? (als !== 0 ? `${als} layers came from an additional layer store` : undefined);
+    return result(ctx, w, 'full', run, m, als, problem);
+  } finally {
+    await p.cleanup();
+  }
+}
+
+async function partialSide(ctx: Ctx, w: PushedWorkload, run: number): Promise<SideResult> {
+  const p = new Podman5(ctx.chroot, join(ctx.work, `partial-${w.workload.name}-${run}`), {
+    insecureHosts: [ctx.proxy.host],
+    storageOptions: ['pull_options = {enable_partial_images = "true", use_hard_links = "false", ostree_repos = ""}'],
+  });
+  const ref = `${ctx.proxy.host}/${w.zstd}`;
+  try {
+    const argv = ['nsenter', '--target', String(ctx.chroot.pid), '--mount', '--', 'chroot', ctx.chroot.root, 'podman', 'run', ...PODMAN_RUN_FLAGS, ref, ...w.workload.command];
+    const m = await measure(ctx, `${w.workload.name}.partial.${run}`, () => p.podman(['pull', '-q', ref], RUN_TIMEOUT_MS),
+      (onDone) => runUntilMarker(argv, p.env, DONE_MARKER, RUN_TIMEOUT_MS, onDone));
+    // A partial pull asks for ranges; a pull that fell back to the whole blob did not use the TOC.
+    const ranged = ctx.proxy.exchanges.filter((e) => e.phase === m.pull.name && e.range !== undefined).length;
+    const problem = checkOutput(w, m.output) ?? (ranged === 0 ? 'podman 5.4 sent no range request: it pulled the layers whole, not partially' : undefined);
+    return result(ctx, w, 'partial', run, m, 0, problem);
+  } finally {
+    await p.cleanup();
+  }
+}
+
+interface TocfsRun {
+  result: SideResult;
+  /** The state directory (for warm), and the paths the workload read (for hinted). */
+  dir: string;
+  reads: string;
+}
+
+async function tocfsSide(ctx: Ctx, w: PushedWorkload, run: number, side: Side, opts: { dir?: string; toml?: string; repo?: string }): Promise<TocfsRun> {
+  const dir = opts.dir ?? join(ctx.work, `tocfs-${w.workload.name}-${run}-${side}`);
+  const daemon: DaemonHandle = await startDaemon(dir, { insecureHosts: [ctx.proxy.host], extraConfig: opts.toml ?? '' });
+  const p = new Podman(join(ctx.work, `podman-${w.workload.name}-${run}-${side}`), { als: daemon.mountpoint, insecureHosts: [ctx.proxy.host] });
+  const ref = `${ctx.proxy.host}/${opts.repo ?? w.zstd}`;
+  try {
+    const m = await measure(ctx, `${w.workload.name}.${side}.${run}`, () => p.podman(['pull', '-q', ref], RUN_TIMEOUT_MS),
+      (onDone) => runUntilMarker(hostPodmanRun(ref, w.workload.command), p.env, DONE_MARKER, RUN_TIMEOUT_MS, onDone));
+    const als = alsLayerCount(p.graphroot);
+    const problem = checkOutput(w, m.output) ?? (als !== w.layers.tars.length ? `only ${als} of ${w.layers.tars.length} layers were served by tocfs` : undefined);
+    const reads = (await execFileP(process.execPath, [CLI, 'reads', '--root', daemon.root, ref], { maxBuffer: 64 << 20 })).stdout;
+    return { result: result(ctx, w, side, run, m, als, problem), dir, reads };
+  } finally {
+    await p.cleanup();
+    await daemon.stop();
+    if (LOG_DIR) {
+      mkdirSync(LOG_DIR, { recursive: true });
+      writeFileSync(join(LOG_DIR, `daemon-${w.workload.name}-${run}-${side}.log`), daemon.log());
+    }
+  }
+}
+
+function result(ctx: Ctx, w: PushedWorkload, side: Side, run: number, m: Awaited<ReturnType<typeof measure>>, als: number, problem: string | undefined): SideResult {
+  const requests = ctx.proxy.exchanges.filter((e) => e.phase === m.pull.name || e.phase === m.run.name).length;
+  return {
+    workload: w.workload.name, side, run, pullS: m.pullS, runS: m.runS, totalS: m.pullS + m.runS, pullBytes: m.pull.down, runBytes: m.run.down,
+    requests, alsLayers: als, ok: problem === undefined, ...(problem !== undefined ? { problem } : {}),
+  };
+}
+
+/** All sides of one workload in one run, in an order where warm and hinted follow the plain run they build on. */
+async function runWorkload(ctx: Ctx, w: PushedWorkload, run: number, readsOut: Map<string, string>): Promise<SideResult[]> {
+  const out: SideResult[] = [];
+  const record = (r: SideResult): void => {
+    out.push(r);
+    say(`${w.workload.name} run ${run}: ${SIDE_LABEL[r.side]}: pull ${r.pullS.toFixed(2)} s + run ${r.runS.toFixed(2)} s = ${r.totalS.toFixed(2)} s, ${fmtMiB(r.pullBytes + r.runBytes)} MiB, ${r.requests} requests${r.problem ? ` — FAIL: ${r.problem}` : ''}`);
+  };
+  const want = (s: Side): boolean => SIDES_WANTED.includes(s);
+  if (want('full')) { await dropCaches(); record(await fullSide(ctx, w, run)); }
+  if (want('partial')) { await dropCaches(); record(await partialSide(ctx, w, run)); }
+  let plain: TocfsRun | undefined;
+  if (want('plain') || want('warm') || want('hinted')) {
+    await dropCaches();
+    plain = await tocfsSide(ctx, w, run, 'plain', {});
+    if (want('plain')) record(plain.result);
+    readsOut.set(w.workload.name, plain.reads);
+  }
+  if (want('nobg')) { await dropCaches(); record((await tocfsSide(ctx, w, run, 'nobg', { toml: 'background_fetch = false\n' })).result); }
+  if (want('hinted') && plain) {
+    const list = join(ctx.work, `reads-${w.workload.name}-${run}.txt`);
+    writeFileSync(list, plain.reads);
+    // What a user does once per image: tocfs reads <ref> > list; tocfs hint <ref> list (straight to the registry).
+    await execFileP(process.execPath, [CLI, 'hint', '--insecure', `${ctx.registry.host}/${w.hinted}`, list]);
+    await dropCaches();
+    record((await tocfsSide(ctx, w, run, 'hinted', { repo: w.hinted })).result);
+  }
+  if (want('warm') && plain) {
+    await dropCaches();
+    record((await tocfsSide(ctx, w, run, 'warm', { dir: plain.dir })).result);
+  }
+  if (plain) rmSync(plain.dir, { recursive: true, force: true });
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Report
+
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  const n = s.length;
+  return n === 0 ? NaN : n % 2 ? s[(n - 1) / 2]! : (s[n / 2 - 1]! + s[n / 2]!) / 2;
+};
+
+/** Bytes of the files a workload read (tocfs reads), looked up in the root the image was built from. */
+function readBytes(w: Workload, reads: string | undefined): { files: number; bytes: number } | undefined {
+  if (reads === undefined) return undefined;
+  const root = w.bigData ? join(CACHE_DIR, 'data-bigread') : join(CACHE_DIR, `rootfs-${w.name}`);
+  let files = 0;
+  let bytes = 0;
+  for (const p of reads.split('\n').filter((l) => l !== '')) {
+    try {
+      const st = lstatSync(join(root, p));
+      if (st.isFile()) { files++; bytes += st.size; }
+    } catch { /* a path of the base layer only, or gone: not counted */ }
+  }
+  return { files, bytes };
+}
+
+function report(all: SideResult[], pushed: PushedWorkload[], reads: Map<string, string>, calibration: string): boolean {
+  console.log('\n== bench:realworld ==');
+  console.log(`link: ${MBIT || 'unlimited'} Mbit/s shared, ${LATENCY_MS} ms each way; ${calibration}`);
+  console.log(`machine: ${cpus().length} CPUs, load ${loadavg().map((x) => x.toFixed(2)).join(' / ')}; node ${process.version}; ${RUNS} run(s), medians`);
+  let ok = true;
+  for (const w of pushed) {
+    const rs = all.filter((r) => r.workload === w.workload.name);
+    const med = (s: Side, f: (r: SideResult) => number): number => median(rs.filter((r) => r.side === s).map(f));
+    const full = med('full', (r) => r.totalS);
+    const partial = med('partial', (r) => r.totalS);
+    const rb = readBytes(w.workload, reads.get(w.workload.name));
+    console.log(`\n### ${w.workload.name}: ${w.workload.what}`);
+    console.log(`layers (uncompressed): ${w.layers.tars.map((t) => fmtMiB(lstatSync(t).size)).join(' + ')} MiB; the workload read ${rb ? `${rb.files} files, ${fmtMiB(rb.bytes)} MiB` : '?'}`);
+    console.log('| side | pull s | run s | total s | full / side | partial / side | MiB fetched until ready | fetched / read | requests |');
+    console.log('| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
+    for (const s of SIDES_WANTED) {
+      if (!rs.some((r) => r.side === s)) continue;
+      const total = med(s, (r) => r.totalS);
+      const fetched = med(s, (r) => r.pullBytes + r.runBytes);
+      console.log(`| ${SIDE_LABEL[s]} | ${med(s, (r) => r.pullS).toFixed(2)} | ${med(s, (r) => r.runS).toFixed(2)} | ${total.toFixed(2)} | ${Number.isNaN(full) ? '–' : `${(full / total).toFixed(2)}×`} | ${Number.isNaN(partial) ? '–' : `${(partial / total).toFixed(2)}×`} | ${fmtMiB(fetched)} | ${rb && rb.bytes > 0 ? `${(fetched / rb.bytes).toFixed(2)}×` : '–'} | ${med(s, (r) => r.requests).toFixed(0)} |`);
+    }
+    for (const r of rs.filter((x) => !x.ok)) {
+      console.log(`  FAIL ${SIDE_LABEL[r.side]}, run ${r.run}: ${r.problem}`);
+      ok = false;
+    }
+  }
+  return ok;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+
+async function requireTools(): Promise<string | undefined> {
+  if (process.getuid?.() !== 0 || !existsSync('/dev/fuse')) return 'bench:realworld needs root and /dev/fuse (it mounts tocfs, runs podman and debootstrap)';
+  for (const tool of ['podman', 'skopeo', 'docker-registry', 'debootstrap', 'tar', 'unshare', 'nsenter']) {
+    try {
+      await execFileP('sh', ['-c', `command -v ${tool}`]);
+    } catch {
+      return `bench:realworld needs ${tool} (apt-get install podman skopeo docker-registry debootstrap; npm test installs them as root)`;
+    }
+  }
+  return undefined;
+}
+
+async function main(): Promise<number> {
+  const missing = await requireTools();
+  if (missing) {
+    console.error(missing);
+    return 2;
+  }
+  say(`bench:realworld: workloads ${WORKLOAD_NAMES.join(', ')}; sides ${SIDES_WANTED.join(', ')}; ${RUNS} run(s); ${MBIT} Mbit/s, ${LATENCY_MS} ms each way; cache ${CACHE_DIR}`);
+  mkdirSync(join(CACHE_DIR, 'registry', 'storage'), { recursive: true });
+  const work = mkdtempSync(join(tmpdir(), 'tocfs-bench-realworld-'));
+  const cleanups: (() => Promise<void>)[] = [];
+  const cleanup = async (): Promise<void> => {
+    for (const c of cleanups.reverse()) await c().catch((err: unknown) => console.error(`cleanup: ${(err as Error).message}`));
+    cleanups.length = 0;
+    rmSync(work, { recursive: true, force: true });
+  };
+  const watchdog = setTimeout(() => {
+    console.error(`bench:realworld: no result after ${TIMEOUT_S} s; aborting`);
+    void cleanup().finally(() => process.exit(1));
+  }, TIMEOUT_S * 1000);
+  watchdog.unref();
+  process.once('SIGINT', () => { void cleanup().finally(() => process.exit(130)); });
+  try {
+    const root5 = await debian13Root();
+    const chroot = await Debian13Chroot.start(root5, [work]);
+    cleanups.push(() => chroot.stop());
+    const registry = await startRegistry({ storageDir: join(CACHE_DIR, 'registry', 'storage') });
+    cleanups.push(() => registry.stop());
+    const pushed: PushedWorkload[] = [];
+    for (const name of WORKLOAD_NAMES) {
+      const w = WORKLOADS.find((x) => x.name === name)!;
+      const layers = await workloadLayers({ dir: CACHE_DIR, mirror: MIRROR, say }, w);
+      pushed.push(await pushWorkload(registry, chroot, work, w, layers));
+    }
+    say('images ready in the registry');
+    const proxy = await startLinkProxy(Number(registry.host.split(':')[1]), LATENCY_MS, MBIT);
+    cleanups.push(() => proxy.stop());
+    const digestOfBase = (await execFileP('skopeo', ['inspect', '--tls-verify=false', `docker://${registry.host}/${pushed[0]!.zstd}`])).stdout;
+    const firstLayer = (JSON.parse(digestOfBase) as { Layers: string[] }).Layers[0]!;
+    const calibration = await calibrate(proxy, { repo: pushed[0]!.zstd.split(':')[0]!, digest: firstLayer, size: 4 * MiB });
+    say(calibration);
+    const ctx: Ctx = { work, registry, proxy, chroot };
+    const all: SideResult[] = [];
+    const reads = new Map<string, string>();
+    for (let run = 1; run <= RUNS; run++) {
+      for (const w of pushed) all.push(...await runWorkload(ctx, w, run, reads));
+    }
+    if (process.env.BENCH_JSON) writeFileSync(process.env.BENCH_JSON, JSON.stringify({ mbit: MBIT, latencyMs: LATENCY_MS, runs: RUNS, results: all }, null, 2));
+    if (LOG_DIR) {
+      writeFileSync(join(LOG_DIR, 'requests.jsonl'), proxy.exchanges.map((e) => JSON.stringify(e)).join('\n') + '\n');
+      for (const r of all) {
+        const tag = `${r.workload}.${r.side}.${r.run}`;
+        const lines = [`${tag} pull`, ...describePhase(proxy.exchanges.filter((e) => e.phase === `${tag}:pull`), r.pullS), `${tag} run`, ...describePhase(proxy.exchanges.filter((e) => e.phase === `${tag}:run`), r.runS)];
+        writeFileSync(join(LOG_DIR, 'phases.txt'), lines.join('\n') + '\n', { flag: 'a' });
+      }
+    }
+    const ok = report(all, pushed, reads, calibration);
+    console.log(`\nwall time ${elapsed()}`);
+    return ok ? 0 : 1;
+  } finally {
+    clearTimeout(watchdog);
+    await cleanup();
+  }
+}
+
+main().then((code) => { process.exitCode = code; }, (err: unknown) => {
+  console.error(err);
+  process.exitCode = 1;
+});

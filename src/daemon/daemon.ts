@@ -3,7 +3,7 @@ import type { Server } from 'node:http';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { FuseSession, type Negotiated } from '../fuse/index.js';
-import { AssembledFiles, BackgroundScheduler, ChunkCache, closeLayerWork, DiskCache, layerWork } from '../layer/index.js';
+import { AssembledFiles, BackgroundScheduler, ChunkCache, closeLayerWork, DiskCache, layerWork, type LayerTree } from '../layer/index.js';
 import { RegistryClient } from '../registry/index.js';
 import { LayerStore, NamespaceJournal, Resolver } from '../store/index.js';
 import { cacheDirOf, type Config } from './config.js';
@@ -75,6 +75,8 @@ export async function startDaemon(cfg: Config, logger: Logger = createLogger(cfg
     logger.info({ dir: disk.dir, bytes: disk.usedBytes, chunks: disk.entries, cap: disk.maxBytes }, 'disk cache loaded');
   }
   const cache = new ChunkCache(cfg.memoryCacheBytes, disk);
+  // Passthrough serves checked complete copies of files, made from (and budgeted with) the disk cache.
+  const assembled = cfg.passthrough && disk ? new AssembledFiles(disk, { logger: logger.child({ component: 'passthrough' }) }) : undefined;
   let status: () => DaemonStatus = () => { throw new Error('not started'); };
   const metrics = new Metrics(() => status());
   // The scheduler watches the session's request count (the session exists only after the resolver).
@@ -90,11 +92,10 @@ export async function startDaemon(cfg: Config, logger: Logger = createLogger(cfg
     logger: logger.child({ component: 'store' }), scheduler, stop: stop.signal, failureTtlMs: cfg.failureTtlSeconds * 1000,
     backgroundFetch: cfg.backgroundFetch, proof: cfg.diffidProof, accessDir: join(cfg.root, 'access'), proofDir: join(cfg.root, 'proven'),
     fetchTimeoutMs: cfg.fetchTimeoutSeconds * 1000, onFetch: metrics.onFetch,
+    ...(assembled ? { onLayerLocal: (tree: LayerTree) => assembled.layerLocal(tree) } : {}),
   });
   const journalPath = namespaceJournalPath(cfg);
   const journal = inherited?.resume ? NamespaceJournal.resume(journalPath) : NamespaceJournal.fresh(journalPath, Math.floor(Date.now() / 1000));
-  // Passthrough serves checked complete copies of files, made from (and budgeted with) the disk cache.
-  const assembled = cfg.passthrough && disk ? new AssembledFiles(disk, { logger: logger.child({ component: 'passthrough' }) }) : undefined;
   const store = new LayerStore({
     resolver, logger: logger.child({ component: 'store' }), journal,
     ...(assembled ? { passthrough: { backing: () => session?.backing, assembled } } : {}),

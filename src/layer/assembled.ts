@@ -44,6 +44,8 @@ const RETRY_MISSING_MS = 5_000;
 const RETRY_FAILED_MS = 60_000;
 /** Files with up to this many chunks are checked for locality on this thread before a worker is asked. */
 const INLINE_CHECK_CHUNKS = 4096;
+/** Files remembered as waiting for their chunks (beyond that, they wait for their next open). */
+const MAX_WAITING = 10_000;
 
 type FileState = { kind: 'ready' } | { kind: 'running' } | { kind: 'wait'; until: number };
 
@@ -54,6 +56,8 @@ type FileState = { kind: 'ready' } | { kind: 'running' } | { kind: 'wait'; until
 export class AssembledFiles {
   readonly stats: AssembledStats = { assembled: 0, reused: 0, failed: 0, running: 0 };
   private readonly state = new Map<string, FileState>();
+  /** Files asked for while some of their chunks were not on disk: asked for again when their layer is local. */
+  private readonly waiting = new Map<string, { tree: LayerTree; node: number; where: () => string }>();
   private readonly minBytes: number;
 
   constructor(private readonly disk: DiskCache, private readonly opts: AssembledOptions = {}) {
@@ -94,13 +98,32 @@ export class AssembledFiles {
     if (hex === undefined) return;
     const s = this.state.get(hex);
     if (s && (s.kind !== 'wait' || Date.now() < s.until)) return;
+    this.waiting.delete(hex);
     if (!this.disk.hasFile(hex) && !this.chunksLocal(tree, node)) {
-      this.state.set(hex, { kind: 'wait', until: Date.now() + RETRY_MISSING_MS });
+      this.wait(hex, RETRY_MISSING_MS, { tree, node, where });
       return;
     }
     this.state.set(hex, { kind: 'running' });
     this.stats.running++;
-    void this.run(tree, node, hex, where()).finally(() => this.stats.running--);
+    void this.run(tree, node, hex, where).finally(() => this.stats.running--);
+  }
+
+  /**
+   * The layer of `tree` is local now (its background fetch is done): the files asked for while their chunks were
+   * missing are assembled now, so that their next open gets passthrough.
+   */
+  layerLocal(tree: LayerTree): void {
+    for (const [hex, w] of [...this.waiting]) {
+      if (w.tree !== tree) continue;
+      this.waiting.delete(hex);
+      this.state.delete(hex);
+      this.request(w.tree, w.node, w.where);
+    }
+  }
+
+  private wait(hex: string, ms: number, file?: { tree: LayerTree; node: number; where: () => string }): void {
+    this.state.set(hex, { kind: 'wait', until: Date.now() + ms });
+    if (file && this.waiting.size < MAX_WAITING) this.waiting.set(hex, file);
   }
 
   /** Every data chunk in the disk cache (checked here only for files of moderately many chunks; else the worker does). */
@@ -113,9 +136,10 @@ export class AssembledFiles {
     return true;
   }
 
-  private async run(tree: LayerTree, node: number, hex: string, where: string): Promise<void> {
+  private async run(tree: LayerTree, node: number, hex: string, whereOf: () => string): Promise<void> {
     const log = this.opts.logger;
-    const wait = (ms: number) => this.state.set(hex, { kind: 'wait', until: Date.now() + ms });
+    const where = whereOf();
+    const wait = (ms: number) => this.wait(hex, ms);
     let r: AssembleResult;
     try {
       r = await (this.opts.work ?? layerWork()).assembleFile(tree, node, this.disk.dir, hex);
@@ -134,7 +158,7 @@ export class AssembledFiles {
         log?.info({ file: where, path: this.disk.filePath(hex), bytes: r.bytes, reused: r.state === 'reused' }, 'passthrough: complete file ready');
         return;
       case 'missing':
-        wait(RETRY_MISSING_MS);
+        this.wait(hex, RETRY_MISSING_MS, { tree, node, where: whereOf });
         return;
       case 'corrupt':
         this.stats.failed++;

@@ -16,15 +16,20 @@ const FH_CACHED = 0;
 /** fh of an open served by passthrough. */
 const FH_PASSTHROUGH = 1;
 
+/** Errors of FUSE_DEV_IOC_BACKING_OPEN that will not go away: passthrough is then off for this server. */
+const PERMANENT = new Set(['EPERM', 'ELOOP', 'EINVAL', 'ENOTTY', 'EOPNOTSUPP', 'ENOSYS']);
+
 export interface PassthroughLogger {
   info(obj: object, msg: string): void;
   warn(obj: object, msg: string): void;
 }
 
-/** A regular file that may be served by passthrough once a checked complete copy of it is ready. */
+/** A regular file worth a checked complete copy, served by passthrough once it is ready (and `grant`). */
 export interface PassthroughCandidate {
   tree: LayerTree;
   node: number;
+  /** It may be served by passthrough now (else its copy is only prepared: a DiffID proof is still pending). */
+  grant: boolean;
   /** Names the file in log lines. */
   where: () => string;
 }
@@ -77,8 +82,8 @@ export class Passthrough {
   }
 
   /**
-   * Answer an open of node `ino` (a regular file). `file` is set when the file may be served by passthrough (big
-   * enough, of a layer this server resolved, proven or not subject to a proof); `readOnly` for O_RDONLY opens.
+   * Answer an open of node `ino` (a regular file). `file` is set when the file is worth a complete copy (big enough,
+   * of a layer this server resolved); `readOnly` for O_RDONLY opens.
    */
   open(ino: number, file: PassthroughCandidate | undefined, readOnly: boolean): OpenReply {
     let o = this.nodes.get(ino);
@@ -87,7 +92,7 @@ export class Passthrough {
       this.stats.opens++;
       return { fh: FH_PASSTHROUGH, backingId: o.id };
     }
-    if (file && readOnly && (o?.cached ?? 0) === 0) {
+    if (file?.grant && readOnly && (o?.cached ?? 0) === 0) {
       const id = this.register(ino, file);
       if (id !== undefined) {
         this.nodes.set(ino, { cached: 0, passthrough: 1, id });
@@ -143,6 +148,11 @@ export class Passthrough {
       return id;
     } catch (err) {
       const e = err as NodeJS.ErrnoException;
+      if (!PERMANENT.has(e.code ?? '')) {
+        // Out of fds or memory: this open is served as usual, a later one tries again.
+        this.deps.logger?.warn({ path, code: e.code, err: e.message }, `passthrough: registering ${path} as a backing file failed (${e.code ?? e.message}); served as usual`);
+        return undefined;
+      }
       this.broken = `registering ${path} as a backing file failed with ${e.code ?? e.message}`
         + (e.code === 'EPERM' ? ' (it needs CAP_SYS_ADMIN in the initial user namespace: root, not rootless)'
           : e.code === 'ELOOP' ? ' (the state directory is on a stacked filesystem such as overlayfs: put it on a plain one)' : '');

@@ -544,17 +544,19 @@ export class LayerStore implements Operations {
   }
 
   /**
-   * The layer file `ino` if it may be served by passthrough: big enough to be worth a complete copy, of a layer this
-   * server resolved (see LayerDir.restored), not quarantined, and proven (or not subject to a proof), since a
-   * passthrough read never comes back to us to be refused.
+   * The layer file `ino` if it is worth a complete copy for passthrough: big enough, of a layer this server resolved
+   * (see LayerDir.restored), not quarantined. It is granted passthrough only once its layer is proven (or not subject
+   * to a proof), since a passthrough read never comes back to us to be refused.
    */
   private passthroughCandidate(ino: number): PassthroughCandidate | undefined {
     const dir = this.slotOf(ino);
     const { data } = dir;
     const node = ino % SLOT_SPAN;
-    if (dir.restored || data.quarantined || !PASSTHROUGH_PROOF_STATES.has(data.proof.state)) return undefined;
-    if (!this.opts.passthrough?.assembled.wanted(data.tree, node)) return undefined;
-    return { tree: data.tree, node, where: () => `${dir.refName} layer ${data.descriptor.digest}: "${data.tree.pathOf(node)}"` };
+    if (dir.restored || data.quarantined || !this.opts.passthrough?.assembled.wanted(data.tree, node)) return undefined;
+    return {
+      tree: data.tree, node, grant: PASSTHROUGH_PROOF_STATES.has(data.proof.state),
+      where: () => `${dir.refName} layer ${data.descriptor.digest}: "${data.tree.pathOf(node)}"`,
+    };
   }
 
   read(ino: number, fh: number, offset: number, size: number, ctx: RequestContext): Promise<Buffer | Buffer[]> {

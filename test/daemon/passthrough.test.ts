@@ -108,6 +108,15 @@ describe('daemon: FUSE passthrough of files complete on local disk', function ()
     assert.equal((await status(d)).passthrough?.opens, 2);
   });
 
+  it('a file read while its layer is still being fetched gets its copy when the layer is local, for its next open', async () => {
+    const d = await daemon('early');
+    assert.ok((await readFile(join(diff(d), 'big.bin'))).equals(big), 'read at once: fetched, not local yet');
+    await d.waitForLog(/"msg":"layer fully local"/, 60_000);
+    await d.waitForLog(/"msg":"passthrough: complete file ready"/, 30_000);
+    assert.ok((await readFile(join(diff(d), 'big.bin'))).equals(big));
+    assert.equal((await status(d)).passthrough?.opens, 1);
+  });
+
   it('a server that takes over (kill -9) keeps the backing file the kernel still uses, and gives no new passthrough', async () => {
     const d = await daemon('respawn');
     await local(d);

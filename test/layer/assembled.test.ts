@@ -43,8 +43,7 @@ describe('layer: assembled files for passthrough', function () {
   afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
   /** A disk cache holding every chunk of the layer, put there by reading the files through LayerContent. */
-  async function warmDisk(): Promise<DiskCache> {
-    const disk = new DiskCache(dir, 64 << 20);
+  async function warmDisk(disk = new DiskCache(dir, 64 << 20)): Promise<DiskCache> {
     await disk.load();
     const source = { size: blob.length, readRanges: async (rs: readonly { start: number; end: number }[]) => rs.map((x) => blob.subarray(x.start, x.end)) };
     const content = new LayerContent(tree, source, new ChunkCache(1 << 20, disk), { name: 'test' });
@@ -109,19 +108,20 @@ describe('layer: assembled files for passthrough', function () {
     assert.ok(readFileSync(third.path(tree, node)!).equals(big));
   });
 
-  it('waits while chunks are missing, and is evicted with the disk cache', async () => {
+  it('waits while chunks are missing, is made once its layer is local, and is evicted with the disk cache', async () => {
     const disk = new DiskCache(dir, 64 << 20);
     await disk.load();
     const files = new AssembledFiles(disk);
     files.request(tree, node, () => 'big.bin');
     assert.equal(files.stats.running, 0, 'not started: its chunks are not on disk');
-    const warm = await warmDisk();
-    const later = new AssembledFiles(warm);
-    later.request(tree, node, () => 'big.bin');
-    await until(() => later.stats.assembled === 1, 'the assembly');
-    await warm.evict(0);
-    assert.equal(later.path(tree, node), undefined, 'evicted');
-    assert.deepEqual(warm.files, { count: 0, bytes: 0 });
+    await warmDisk(disk);
+    files.request(tree, node, () => 'big.bin');
+    assert.equal(files.stats.running, 0, 'an open soon after waits for the retry pause');
+    files.layerLocal(tree);
+    await until(() => files.stats.assembled === 1, 'the assembly');
+    await disk.evict(0);
+    assert.equal(files.path(tree, node), undefined, 'evicted');
+    assert.deepEqual(disk.files, { count: 0, bytes: 0 });
     assert.ok(!existsSync(join(dir, 'files', hex(big))));
   });
 });

@@ -30,7 +30,7 @@ describe('store: passthrough opens', () => {
     path: () => copy,
     request: (_t: LayerTree, node: number) => { requested.push(node); },
   } as unknown as AssembledFiles;
-  const file = (node: number): PassthroughCandidate => ({ tree: {} as LayerTree, node, where: () => `file ${node}` });
+  const file = (node: number, grant = true): PassthroughCandidate => ({ tree: {} as LayerTree, node, grant, where: () => `file ${node}` });
 
   beforeEach(() => {
     dir = mkdtempSync(join(tmpdir(), 'tocfs-pt-'));
@@ -73,6 +73,8 @@ describe('store: passthrough opens', () => {
     assert.equal(pt.open(20, undefined, true).backingId, undefined, 'not a candidate');
     pt.release(20, 0, undefined);
     assert.equal(pt.open(21, file(2), false).backingId, undefined, 'opened for writing');
+    assert.equal(pt.open(25, file(6, false), true).backingId, undefined, 'not granted (its layer\'s proof is pending)');
+    assert.ok(requested.includes(6), 'but its copy is prepared');
     refuse = 'EPERM';
     assert.equal(pt.open(22, file(3), true).backingId, undefined);
     assert.match(pt.failure ?? '', /EPERM .*CAP_SYS_ADMIN/);

@@ -6,7 +6,7 @@ import { DiskCache, pruneIndexDir } from '../layer/index.js';
 export function registerGc(program: Command): void {
   program
     .command('gc')
-    .description('trim the disk cache to a size, least recently used chunks first, and forget the kept trees of layers '
+    .description('trim the disk cache to a size, least recently used chunks and assembled files first, and forget the kept trees of layers '
       + 'not resolved for a while (safe while the daemon runs)')
     .option('--root <dir>', 'state directory (default /var/lib/tocfs)')
     .option('--config <file>', 'config file (default /etc/tocfs/config.toml, if present)')
@@ -23,7 +23,8 @@ export function registerGc(program: Command): void {
       await cache.load();
       const before = cache.usedBytes;
       const freed = await cache.evict(target);
-      process.stdout.write(`${dir}: ${before} bytes in ${cache.entries + cache.stats.evictions} chunks; removed ${cache.stats.evictions} chunks (${freed} bytes); ${cache.usedBytes} bytes kept\n`);
+      const files = cache.files;
+      process.stdout.write(`${dir}: ${before} bytes; removed ${cache.stats.evictions} chunks and assembled files (${freed} bytes); ${cache.usedBytes} bytes kept in ${cache.entries} chunks and ${files.count} assembled files (${files.bytes} bytes)\n`);
       const indexDir = join(cfg.root, 'index');
       const pruned = await pruneIndexDir(indexDir, opts.indexDays * 86_400_000);
       process.stdout.write(`${indexDir}: removed ${pruned.removed} layer trees not loaded for ${opts.indexDays} days (${pruned.freedBytes} bytes); ${pruned.kept} kept\n`);

@@ -23,6 +23,12 @@ function render(s: DaemonStatus): string {
     lines.push(`disk cache    ${mib(d.bytes)} of ${mib(d.maxBytes)} in ${d.chunks} chunks (${d.dir}), ${d.hits} hits, ${d.misses} misses, ${d.evictions} evicted`);
   }
   lines.push(`fuse          ${s.fuse.requests} requests (${s.fuse.errors} answered with an error, mostly ENOENT for names podman probes), ${s.fuse.inFlight} in flight`);
+  if (s.passthrough) {
+    const p = s.passthrough;
+    lines.push(p.on
+      ? `passthrough   on: ${p.opens} opens read by the kernel directly, ${p.active} backing files now; ${p.files} complete files (${mib(p.bytes)}) assembled (${p.assembled} by this run, ${p.reused} checked from before${p.running ? `, ${p.running} under way` : ''}${p.failed ? `, ${p.failed} failed` : ''})`
+      : `passthrough   off: ${p.why}`);
+  }
   if (s.workers) lines.push(`workers       ${s.workers.running} running, ${s.workers.tasks} tasks done off the FUSE thread${s.workers.crashes ? `, ${s.workers.crashes} lost to a dead worker` : ''}`);
   lines.push('');
   if (s.layers.length === 0) lines.push('no layers looked up yet');

@@ -39,6 +39,11 @@ export interface Config {
   logFormat: 'auto' | 'json' | 'human';
   /** registries.conf to use instead of the system's (mirrors, insecure registries). */
   registriesConf?: string;
+  /**
+   * Serve big files that are complete on local disk by FUSE passthrough (the kernel reads a checked complete copy
+   * directly). Takes effect where available: Linux 6.9+, root, the native addon built, a disk cache.
+   */
+  passthrough: boolean;
 }
 
 export const DEFAULT_CONFIG_FILE = '/etc/tocfs/config.toml';
@@ -58,6 +63,7 @@ export function defaultConfig(): Config {
     fetchTimeoutSeconds: 30,
     failureTtlSeconds: 3,
     logFormat: 'auto',
+    passthrough: true,
   };
 }
 
@@ -106,6 +112,10 @@ export async function loadConfig(path: string | undefined): Promise<Config> {
       case 'dir_prefetch': cfg.dirPrefetchBytes = parseSize(v, k, file); break;
       case 'registries_conf': cfg.registriesConf = str(); break;
       case 'disk_cache': cfg.diskCacheBytes = parseSize(v, k, file); break;
+      case 'passthrough':
+        if (typeof v !== 'boolean') throw new ConfigError('CONFIG_INVALID', `${file}: passthrough must be true or false`);
+        cfg.passthrough = v;
+        break;
       case 'background_fetch':
         if (typeof v !== 'boolean') throw new ConfigError('CONFIG_INVALID', `${file}: background_fetch must be true or false`);
         cfg.backgroundFetch = v;
@@ -149,7 +159,7 @@ export async function loadConfig(path: string | undefined): Promise<Config> {
         break;
       }
       default:
-        throw new ConfigError('CONFIG_INVALID', `${file}: unknown key "${k}" (known: mountpoint, root, memory_cache, disk_cache, cache_dir, readahead, dir_prefetch, background_fetch, background_concurrency, background_batch, diffid_proof, fetch_timeout, failure_ttl, metrics_listen, registries_conf, log_level, log_format)`);
+        throw new ConfigError('CONFIG_INVALID', `${file}: unknown key "${k}" (known: mountpoint, root, memory_cache, disk_cache, cache_dir, readahead, dir_prefetch, background_fetch, background_concurrency, background_batch, diffid_proof, fetch_timeout, failure_ttl, metrics_listen, registries_conf, passthrough, log_level, log_format)`);
     }
   }
   return cfg;

@@ -18,6 +18,22 @@ export interface DaemonStatus {
   registryErrors: ResolveFailure[];
   /** `resent`: requests a dead server had read, answered by this one. */
   fuse: { requests: number; errors: number; inFlight: number; resent?: number };
+  /**
+   * FUSE passthrough: whether it is on (else why not), opens it served, backing files registered now, and the
+   * complete files assembled for it (on disk, part of the disk cache's bytes).
+   */
+  passthrough?: {
+    on: boolean;
+    why?: string;
+    opens: number;
+    active: number;
+    files: number;
+    bytes: number;
+    assembled: number;
+    reused: number;
+    failed: number;
+    running: number;
+  };
   /** Worker threads doing TOCs, big chunks and proofs off the FUSE thread (`crashes`: tasks lost to a dead worker). */
   workers?: { running: number; tasks: number; crashes: number };
 }

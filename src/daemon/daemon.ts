@@ -3,7 +3,7 @@ import type { Server } from 'node:http';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { FuseSession, type Negotiated } from '../fuse/index.js';
-import { BackgroundScheduler, ChunkCache, closeLayerWork, DiskCache, layerWork } from '../layer/index.js';
+import { AssembledFiles, BackgroundScheduler, ChunkCache, closeLayerWork, DiskCache, layerWork, type LayerTree } from '../layer/index.js';
 import { RegistryClient } from '../registry/index.js';
 import { LayerStore, NamespaceJournal, Resolver } from '../store/index.js';
 import { cacheDirOf, type Config } from './config.js';
@@ -75,6 +75,8 @@ export async function startDaemon(cfg: Config, logger: Logger = createLogger(cfg
     logger.info({ dir: disk.dir, bytes: disk.usedBytes, chunks: disk.entries, cap: disk.maxBytes }, 'disk cache loaded');
   }
   const cache = new ChunkCache(cfg.memoryCacheBytes, disk);
+  // Passthrough serves checked complete copies of files, made from (and budgeted with) the disk cache.
+  const assembled = cfg.passthrough && disk ? new AssembledFiles(disk, { logger: logger.child({ component: 'passthrough' }) }) : undefined;
   let status: () => DaemonStatus = () => { throw new Error('not started'); };
   const metrics = new Metrics(() => status());
   // The scheduler watches the session's request count (the session exists only after the resolver).
@@ -90,17 +92,28 @@ export async function startDaemon(cfg: Config, logger: Logger = createLogger(cfg
     logger: logger.child({ component: 'store' }), scheduler, stop: stop.signal, failureTtlMs: cfg.failureTtlSeconds * 1000,
     backgroundFetch: cfg.backgroundFetch, proof: cfg.diffidProof, accessDir: join(cfg.root, 'access'), proofDir: join(cfg.root, 'proven'),
     fetchTimeoutMs: cfg.fetchTimeoutSeconds * 1000, onFetch: metrics.onFetch,
+    ...(assembled ? { onLayerLocal: (tree: LayerTree) => assembled.layerLocal(tree) } : {}),
   });
   const journalPath = namespaceJournalPath(cfg);
   const journal = inherited?.resume ? NamespaceJournal.resume(journalPath) : NamespaceJournal.fresh(journalPath, Math.floor(Date.now() / 1000));
-  const store = new LayerStore({ resolver, logger: logger.child({ component: 'store' }), journal });
+  const store = new LayerStore({
+    resolver, logger: logger.child({ component: 'store' }), journal,
+    ...(assembled ? { passthrough: { backing: () => session?.backing, assembled } } : {}),
+  });
   const ops = cfg.metricsListen ? metrics.instrument(store) : store;
-  const fuseOpts = { subtype: 'tocfs', fsname: 'tocfs', allowOther: true, logger: logger.child({ component: 'fuse' }) };
+  const fuseOpts = {
+    subtype: 'tocfs', fsname: 'tocfs', allowOther: true, logger: logger.child({ component: 'fuse' }), passthrough: assembled !== undefined,
+  };
   session = inherited
     ? await FuseSession.adopt(inherited.fd, cfg.mountpoint, ops, {
       ...fuseOpts, devMinor: inherited.devMinor, negotiated: inherited.negotiated, resend: inherited.resume, onInit: inherited.onInit,
     })
     : await FuseSession.mount(cfg.mountpoint, ops, fuseOpts);
+  const passthroughOff = (): string | undefined => !cfg.passthrough ? 'passthrough = false in the configuration'
+    : !disk ? 'there is no disk cache (disk_cache = 0) to make complete copies in'
+      : session!.passthroughOff ?? store.passthroughStatus()?.failure;
+  const why = passthroughOff();
+  logger.info({ passthrough: why === undefined, ...(why ? { why } : {}) }, why ? `FUSE passthrough off: ${why}; every read is served by tocfs` : 'FUSE passthrough on: big files complete on local disk are read by the kernel directly');
   const startedAt = new Date().toISOString();
   status = () => ({
     pid: process.pid, mountpoint: cfg.mountpoint, startedAt, layers: store.status(),
@@ -111,7 +124,15 @@ export async function startDaemon(cfg: Config, logger: Logger = createLogger(cfg
     registryErrors: resolver.recentFailures,
     fuse: { requests: session.stats.requests, errors: session.stats.errors, inFlight: session.stats.inFlight, resent: session.stats.resent },
     workers: (({ workers, tasks, crashes }) => ({ running: workers, tasks, crashes }))(layerWork().stats),
+    passthrough: passthroughStatus(),
   });
+  const passthroughStatus = (): NonNullable<DaemonStatus['passthrough']> => {
+    const off = passthroughOff();
+    const opens = store.passthroughStatus() ?? { opens: 0, active: 0 };
+    const a = assembled?.stats ?? { assembled: 0, reused: 0, failed: 0, running: 0 };
+    const files = disk?.files ?? { count: 0, bytes: 0 };
+    return { on: off === undefined, ...(off ? { why: off } : {}), opens: opens.opens, active: opens.active, files: files.count, bytes: files.bytes, ...a };
+  };
   const servers: Server[] = [await startControl(join(cfg.root, 'tocfs.sock'), { status, reads: () => store.reads(), credentials: client.credentials, onCredentials: () => resolver.clearFailures(), logger: logger.child({ component: 'control' }) })];
   if (cfg.metricsListen) {
     servers.push(await metrics.listen(cfg.metricsListen));

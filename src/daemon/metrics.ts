@@ -36,6 +36,8 @@ export class Metrics {
     fromStatus('tocfs_disk_cache_hits', 'Disk cache hits (since start)', (s) => s.cache.disk?.hits ?? 0);
     fromStatus('tocfs_disk_cache_misses', 'Disk cache misses (since start)', (s) => s.cache.disk?.misses ?? 0);
     fromStatus('tocfs_registry_errors', 'Layer resolutions that failed recently', (s) => s.registryErrors.length);
+    fromStatus('tocfs_passthrough_opens', 'Opens served by FUSE passthrough: the kernel reads a complete local copy (since start)', (s) => s.passthrough?.opens ?? 0);
+    fromStatus('tocfs_passthrough_files_bytes', 'Bytes of complete files assembled for passthrough (part of the disk cache)', (s) => s.passthrough?.bytes ?? 0);
   }
 
   onFetch = (seconds: number, bytes: number, ok: boolean, background: boolean): void => {

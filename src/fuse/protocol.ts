@@ -15,8 +15,8 @@ export const OUT_HEADER_SIZE = 16; // fuse_out_header
 export const ATTR_SIZE = 88; // fuse_attr
 export const ENTRY_OUT_SIZE = 40 + ATTR_SIZE; // fuse_entry_out = 128
 export const ATTR_OUT_SIZE = 16 + ATTR_SIZE; // fuse_attr_out = 104
-export const OPEN_OUT_SIZE = 16; // fuse_open_out
-export const INIT_OUT_SIZE = 64; // fuse_init_out (minor >= 23)
+export const OPEN_OUT_SIZE = 16; // fuse_open_out: fh u64, open_flags u32, backing_id i32 (7.40; padding before)
+export const INIT_OUT_SIZE = 64; // fuse_init_out (minor >= 23); max_stack_depth at 36 since 7.40
 export const STATFS_OUT_SIZE = 80; // fuse_kstatfs
 export const GETXATTR_OUT_SIZE = 8; // fuse_getxattr_out
 export const DIRENT_HEADER_SIZE = 24; // offsetof(fuse_dirent, name)
@@ -118,6 +118,13 @@ export const FOPEN_NONSEEKABLE = 1 << 2;
 export const FOPEN_CACHE_DIR = 1 << 3;
 export const FOPEN_STREAM = 1 << 4;
 export const FOPEN_NOFLUSH = 1 << 5;
+/** 7.40: serve this open file from the backing file named by fuse_open_out.backing_id (FUSE passthrough). */
+export const FOPEN_PASSTHROUGH = 1 << 7;
+/**
+ * The only open flags the kernel accepts beside FOPEN_PASSTHROUGH (FOPEN_PASSTHROUGH_MASK: DIRECT_IO,
+ * PARALLEL_DIRECT_WRITES, NOFLUSH); any other (KEEP_CACHE...) makes the open fail with EIO.
+ */
+export const FOPEN_PASSTHROUGH_MASK = FOPEN_PASSTHROUGH | FOPEN_DIRECT_IO | (1 << 6) | FOPEN_NOFLUSH;
 
 /** Set in fuse_in_header.unique of an INTERRUPT's own id. */
 export const FUSE_INT_REQ_BIT = 1;
@@ -129,6 +136,18 @@ export const FUSE_INT_REQ_BIT = 1;
 export const NOTIFY_RESEND = 7;
 /** INIT flags2 bit 39 − 32: the kernel can resend (FUSE_HAS_RESEND); resent requests carry bit 63 in `unique`. */
 export const INIT_FLAG2_HAS_RESEND = 1 << 7;
+/**
+ * INIT flags2 bit 37 − 32: FUSE_PASSTHROUGH (7.40, Linux 6.9). Granted only with fuse_init_out.max_stack_depth in
+ * 1..FILESYSTEM_MAX_STACK_DEPTH (2) and without WRITEBACK_CACHE.
+ */
+export const INIT_FLAG2_PASSTHROUGH = 1 << 5;
+/**
+ * fuse_init_out.max_stack_depth (offset 36: the first of the old `unused[7]` words, after flags2 at 32). It becomes
+ * our superblock's s_stack_depth: 1 = backing files live on a plain filesystem (depth 0), and overlayfs (depth 2)
+ * can still stack on top of us, as podman does.
+ */
+export const INIT_OUT_MAX_STACK_DEPTH_OFFSET = 36;
+export const PASSTHROUGH_STACK_DEPTH = 1;
 /** FUSE_UNIQUE_RESEND (bit 63 of unique) as a bit of the high 32-bit word. */
 const UNIQUE_RESEND_HI = 0x80000000;
 

@@ -16,16 +16,18 @@
 import { EventEmitter } from 'node:events';
 import fs from 'node:fs';
 import { resolve as resolvePath } from 'node:path';
+import { backingIoctls } from './backing.js';
 import { DirReply, encodeAttrOut, encodeEntry } from './codec.js';
 import { Errno } from './errno.js';
 import { abortConnection, clearStaleMount, findMounts, run } from './mount.js';
 import {
   ATTR_OUT_SIZE, ENTRY_OUT_SIZE, FOPEN_CACHE_DIR, FOPEN_DIRECT_IO, FOPEN_KEEP_CACHE, FOPEN_NOFLUSH, FOPEN_NONSEEKABLE,
-  FUSE_KERNEL_VERSION, FUSE_MAX_MINOR, FUSE_MIN_MINOR, GETXATTR_OUT_SIZE, INIT_FLAG2_HAS_RESEND, INIT_OUT_SIZE,
-  IN_HEADER_SIZE, InitFlag, NOTIFY_RESEND, OPCODE_NAMES, OPEN_OUT_SIZE, OUT_HEADER_SIZE, Opcode, STATFS_OUT_SIZE, readU64,
+  FOPEN_PASSTHROUGH, FOPEN_PASSTHROUGH_MASK, FUSE_KERNEL_VERSION, FUSE_MAX_MINOR, FUSE_MIN_MINOR, GETXATTR_OUT_SIZE,
+  INIT_FLAG2_HAS_RESEND, INIT_FLAG2_PASSTHROUGH, INIT_OUT_MAX_STACK_DEPTH_OFFSET, INIT_OUT_SIZE, IN_HEADER_SIZE, InitFlag,
+  NOTIFY_RESEND, PASSTHROUGH_STACK_DEPTH, OPCODE_NAMES, OPEN_OUT_SIZE, OUT_HEADER_SIZE, Opcode, STATFS_OUT_SIZE, readU64,
   readUnique, writeU64, writeUnique,
 } from './protocol.js';
-import type { Entry, FuseLogger, Negotiated, OpenReply, Operations, RequestContext, StatfsReply } from './types.js';
+import type { BackingFiles, Entry, FuseLogger, Negotiated, OpenReply, Operations, RequestContext, StatfsReply } from './types.js';
 
 export interface SessionOptions {
   /** Type is `fuse.<subtype>` in /proc/mounts. Default 'tocfs'. */
@@ -66,6 +68,11 @@ export interface SessionOptions {
   /** Unmount on SIGINT/SIGTERM. Default true. */
   handleSignals?: boolean;
   logger?: FuseLogger;
+  /**
+   * Ask the kernel for FUSE passthrough in INIT (Linux 6.9+, with max_stack_depth 1), when the native addon that
+   * registers backing files is available (backing.ts). Default false. See FuseSession.backing.
+   */
+  passthrough?: boolean;
   /** Owner ids given to the kernel (user_id/group_id). Default: this process's. */
   uid?: number;
   gid?: number;
@@ -190,8 +197,10 @@ function isThenable<T>(v: unknown): v is Thenable<T> {
 
 function openFlags(o: OpenReply | undefined): number {
   if (!o) return 0;
-  return (o.directIo ? FOPEN_DIRECT_IO : 0) | (o.keepCache ? FOPEN_KEEP_CACHE : 0) | (o.cacheDir ? FOPEN_CACHE_DIR : 0)
+  const flags = (o.directIo ? FOPEN_DIRECT_IO : 0) | (o.keepCache ? FOPEN_KEEP_CACHE : 0) | (o.cacheDir ? FOPEN_CACHE_DIR : 0)
     | (o.nonSeekable ? FOPEN_NONSEEKABLE : 0) | (o.noFlush ? FOPEN_NOFLUSH : 0);
+  // The kernel fails a passthrough open that carries any other flag (KEEP_CACHE...) with EIO.
+  return o.backingId === undefined ? flags : (flags | FOPEN_PASSTHROUGH) & FOPEN_PASSTHROUGH_MASK;
 }
 
 /**
@@ -207,6 +216,32 @@ export class FuseSession extends EventEmitter {
   devMinor: number | undefined;
   private readonly opCounts = new Float64Array(64);
   private readonly counters = { requests: 0, errors: 0, interrupts: 0, resent: 0 };
+
+  /**
+   * Backing files for FUSE passthrough (OpenReply.backingId), when INIT granted passthrough and the native addon is
+   * loaded; undefined otherwise (serve reads as usual). The ioctls need CAP_SYS_ADMIN: `open` throws EPERM without.
+   */
+  get backing(): BackingFiles | undefined {
+    const io = backingIoctls();
+    if (!this.negotiated?.passthrough || !io.ok || this.fd < 0) return undefined;
+    this.backingFiles ??= {
+      open: (fd) => io.addon.backingOpen(this.fd, fd),
+      close: (id) => io.addon.backingClose(this.fd, id),
+    };
+    return this.backingFiles;
+  }
+
+  /** Why passthrough is off on this session (for the log and status), or undefined when it is on. */
+  get passthroughOff(): string | undefined {
+    if (this.backing) return undefined;
+    if (!this.options.passthrough) return 'not asked for (passthrough = false)';
+    const io = backingIoctls();
+    if (!io.ok) return io.why;
+    if (!this.negotiated) return 'INIT not answered yet';
+    return `the kernel did not grant FUSE_PASSTHROUGH (it needs Linux 6.9 with CONFIG_FUSE_PASSTHROUGH; this kernel speaks FUSE 7.${this.negotiated.kernelMinor})`;
+  }
+
+  private backingFiles: BackingFiles | undefined;
 
   /** Request counters (a snapshot). */
   get stats(): SessionStats {
@@ -910,7 +945,7 @@ export class FuseSession extends EventEmitter {
   private encodeOpen(off: number, o: OpenReply | undefined): void {
     writeU64(this.scratch, o?.fh ?? 0, off);
     this.scratch.writeUInt32LE(openFlags(o), off + 8);
-    this.scratch.writeUInt32LE(0, off + 12);
+    this.scratch.writeInt32LE(o?.backingId ?? 0, off + 12); // backing_id (7.40; padding before)
   }
 
   private replyOpen(unique: number, o: OpenReply | undefined): void {
@@ -957,11 +992,19 @@ export class FuseSession extends EventEmitter {
     this.negotiated = {
       major: FUSE_KERNEL_VERSION, minor: FUSE_MAX_MINOR, kernelMinor: FUSE_MAX_MINOR, flags, kernelFlags: flags,
       maxReadahead: this.opts.maxReadahead, maxWrite: this.maxWrite, maxPages: this.opts.maxRequestBytes / PAGE, transport: this.transport,
+      // As this server would have asked; if the kernel did not grant it, registering a backing file fails (EPERM)
+      // and the store serves reads itself.
+      passthrough: this.wantPassthrough(),
     };
     this.log.warn({ mountPoint: this.mountPoint }, 'INIT was answered by the previous server: assuming what this server would have settled');
     this.emit('init', this.negotiated);
     this.initWaiter?.resolve();
     this.initWaiter = undefined;
+  }
+
+  /** Passthrough is asked for only when it could be used: the options want it and the addon is loaded. */
+  private wantPassthrough(): boolean {
+    return this.options.passthrough === true && backingIoctls().ok;
   }
 
   private init(req: Request, body: Buffer): void {
@@ -998,7 +1041,9 @@ export class FuseSession extends EventEmitter {
     if (!ops.open) want |= InitFlag.NO_OPEN_SUPPORT;
     if (!ops.opendir) want |= InitFlag.NO_OPENDIR_SUPPORT;
     const flags = (want & kFlags) >>> 0;
-    const flags2 = flags & InitFlag.INIT_EXT ? (kFlags2 & INIT_FLAG2_HAS_RESEND) >>> 0 : 0;
+    const want2 = INIT_FLAG2_HAS_RESEND | (this.wantPassthrough() ? INIT_FLAG2_PASSTHROUGH : 0);
+    const flags2 = flags & InitFlag.INIT_EXT ? (kFlags2 & want2) >>> 0 : 0;
+    const passthrough = (flags2 & INIT_FLAG2_PASSTHROUGH) !== 0;
     const ourMinor = Math.min(minor, FUSE_MAX_MINOR);
     const maxReadahead = Math.min(kReadahead, this.opts.maxReadahead);
     const maxPages = this.opts.maxRequestBytes / PAGE;
@@ -1013,10 +1058,13 @@ export class FuseSession extends EventEmitter {
     b.writeUInt16LE(maxPages, o + 28);
     b.writeUInt16LE(0, o + 30); // map_alignment
     b.writeUInt32LE(flags2, o + 32);
+    // Without passthrough the word stays 0 (it was unused before 7.40); with it, the depth our backing files allow.
+    b.writeUInt32LE(passthrough ? PASSTHROUGH_STACK_DEPTH : 0, o + INIT_OUT_MAX_STACK_DEPTH_OFFSET);
     this.replyScratch(req.unique, INIT_OUT_SIZE);
     this.negotiated = {
       major: FUSE_KERNEL_VERSION, minor: ourMinor, kernelMinor: minor, flags, kernelFlags: kFlags,
       maxReadahead, maxWrite: this.maxWrite, maxPages, transport: this.transport, resend: (flags2 & INIT_FLAG2_HAS_RESEND) !== 0,
+      passthrough,
     };
     this.log.info({ ...this.negotiated, mountPoint: this.mountPoint }, 'FUSE session initialised');
     this.emit('init', this.negotiated);

@@ -63,6 +63,21 @@ export interface OpenReply {
   cacheDir?: boolean;
   nonSeekable?: boolean;
   noFlush?: boolean;
+  /**
+   * FUSE passthrough: the kernel serves reads (and mmap) of this open file from the backing file registered under
+   * this id (FuseSession.backing), without a READ request. Only when Negotiated.passthrough; keepCache and cacheDir
+   * are then dropped (the kernel refuses them beside passthrough). Every open of an inode must agree while one
+   * such open lasts: all with the same id, or none.
+   */
+  backingId?: number;
+}
+
+/** Backing files of FUSE passthrough on this connection (see FuseSession.backing). */
+export interface BackingFiles {
+  /** Register an open regular file (the kernel keeps its own reference: the fd may be closed after). Throws with .code. */
+  open(fd: number): number;
+  /** Drop a registration; open files that use it keep working. */
+  close(id: number): void;
 }
 
 export interface StatfsReply {
@@ -148,4 +163,6 @@ export interface Negotiated {
   transport: 'epoll' | 'pool';
   /** The kernel can resend requests a dead server had read (FUSE_HAS_RESEND, Linux 6.9). */
   resend?: boolean;
+  /** FUSE passthrough was granted (FUSE_PASSTHROUGH, Linux 6.9; max_stack_depth 1). */
+  passthrough?: boolean;
 }

@@ -22,11 +22,22 @@ export function chunkFilePath(dir: string, hex: string): string {
   return join(dir, 'sha256', hex.slice(0, 2), hex);
 }
 
+/** Where the disk cache in `dir` keeps the assembled complete file whose SHA-256 is `hex` (see assembled.ts). */
+export function assembledFilePath(dir: string, hex: string): string {
+  return join(dir, 'files', hex);
+}
+
+/** Index keys of assembled files; chunks are keyed by their bare hex digest. */
+const FILE_KEY = 'f/';
+
 /**
  * Verified chunks on disk, content-addressed: `<dir>/sha256/<ab>/<hex>`. Shared by every layer and image, reused
  * after a restart, written through a temporary file (no fsync) and verified again when read back: a disk that
  * flips a bit yields a miss, never wrong bytes. Bounded by `maxBytes` with least-recently-used eviction that skips
  * chunks pinned by readers in progress.
+ *
+ * The same budget and recency order hold the complete files assembled for FUSE passthrough
+ * (`<dir>/files/<hex>`, written by the assembler on a worker and added here with addFile).
  */
 export class DiskCache {
   readonly stats: DiskCacheStats = { hits: 0, misses: 0, writes: 0, evictions: 0, corrupt: 0 };
@@ -34,6 +45,9 @@ export class DiskCache {
   private readonly index = new Map<string, number>();
   private readonly pins = new Map<string, number>();
   private bytes = 0;
+  /** Assembled files among the entries, and their bytes. */
+  private fileCount = 0;
+  private fileBytes = 0;
   private loaded: Promise<void> | undefined;
   /**
    * Chunks being written now, with their (verified) bytes: reads are served from here meanwhile, and a second put
@@ -67,6 +81,18 @@ export class DiskCache {
     // Private: the cache holds every image's files, some of them readable only by root inside their image.
     await mkdir(root, { recursive: true, mode: 0o700 });
     const found: { hex: string; size: number; atime: number }[] = [];
+    const files = join(this.dir, 'files');
+    await mkdir(files, { recursive: true, mode: 0o700 });
+    for (const name of await readdir(files)) {
+      const p = join(files, name);
+      // A temporary file of an assembly that died: remove it (one under way in another process fails its rename
+      // and is tried again later).
+      if (!HEX.test(name)) await rm(p, { force: true });
+      else {
+        const st = await stat(p).catch(() => undefined);
+        if (st) found.push({ hex: FILE_KEY + name, size: st.size, atime: st.atimeMs });
+      }
+    }
     for (const sub of await readdir(root)) {
       const d = join(root, sub);
       for (const name of await readdir(d).catch(() => [] as string[])) {
@@ -81,11 +107,7 @@ export class DiskCache {
       }
     }
     found.sort((a, b) => a.atime - b.atime);
-    for (const f of found) {
-      this.index.set(f.hex, f.size);
-      this.touched.set(f.hex, f.atime);
-      this.bytes += f.size;
-    }
+    for (const f of found) this.add(f.hex, f.size, f.atime);
     await this.evict();
   }
 
@@ -93,12 +115,67 @@ export class DiskCache {
     return this.bytes;
   }
 
+  /** Chunks on disk (assembled files not counted). */
   get entries(): number {
-    return this.index.size;
+    return this.index.size - this.fileCount;
   }
 
-  private path(hex: string): string {
-    return chunkFilePath(this.dir, hex);
+  /** Assembled complete files on disk, and their bytes (part of usedBytes). */
+  get files(): { count: number; bytes: number } {
+    return { count: this.fileCount, bytes: this.fileBytes };
+  }
+
+  private path(key: string): string {
+    return key.startsWith(FILE_KEY) ? assembledFilePath(this.dir, key.slice(FILE_KEY.length)) : chunkFilePath(this.dir, key);
+  }
+
+  /** Where an assembled file with content digest `hex` is (whether or not it exists). */
+  filePath(hex: string): string {
+    return assembledFilePath(this.dir, hex);
+  }
+
+  /** An assembled file with content digest `hex` is on disk (as far as this index knows). */
+  hasFile(hex: string): boolean {
+    return this.index.has(FILE_KEY + hex);
+  }
+
+  /**
+   * Count an assembled file the assembler has just renamed into place (or found there), and make room for it. Files
+   * larger than a quarter of the cap are not assembled at all (they would evict everything else).
+   */
+  async addFile(hex: string, size: number): Promise<void> {
+    await this.load();
+    const key = FILE_KEY + hex;
+    if (this.index.has(key)) {
+      this.touch(key);
+      return;
+    }
+    this.add(key, size, Date.now());
+    await this.evict();
+  }
+
+  /** Refresh an assembled file's recency (it is being used by passthrough opens). */
+  touchFile(hex: string): void {
+    if (this.index.has(FILE_KEY + hex)) this.touch(FILE_KEY + hex);
+  }
+
+  /** A chunk found corrupt by someone else (the assembler): forget and remove it, it is fetched again when read. */
+  async discardChunk(digest: string): Promise<void> {
+    const hex = digest.slice(7);
+    this.stats.corrupt++;
+    this.logger?.warn({ digest, path: this.path(hex) }, `disk cache: ${this.path(hex)} does not match its digest; removed`);
+    this.forget(hex);
+    await rm(this.path(hex), { force: true });
+  }
+
+  private add(key: string, size: number, atime: number): void {
+    this.index.set(key, size);
+    this.touched.set(key, atime);
+    this.bytes += size;
+    if (key.startsWith(FILE_KEY)) {
+      this.fileCount++;
+      this.fileBytes += size;
+    }
   }
 
   has(digest: string): boolean {
@@ -172,9 +249,7 @@ export class DiskCache {
       await this.load();
       if (this.index.has(hex) || data.length > this.maxBytes) return;
       await this.writeFile(hex, data);
-      this.index.set(hex, data.length);
-      this.touched.set(hex, Date.now());
-      this.bytes += data.length;
+      this.add(hex, data.length, Date.now());
       this.stats.writes++;
       await this.evict();
     } catch (err) {
@@ -221,39 +296,46 @@ export class DiskCache {
     };
   }
 
-  /** Evict least-recently-used chunks until at most `target` bytes remain (default: the cap). */
+  /**
+   * Evict least-recently-used chunks and assembled files until at most `target` bytes remain (default: the cap). An
+   * assembled file a passthrough open still uses stays readable to it (the kernel holds it open) until it closes.
+   */
   async evict(target = this.maxBytes): Promise<number> {
     let freed = 0;
-    for (const [hex, size] of this.index) {
+    for (const [key, size] of this.index) {
       if (this.bytes <= target) break;
-      if (this.pins.has(hex)) continue;
-      this.forget(hex);
-      await rm(this.path(hex), { force: true });
+      if (this.pins.has(key)) continue;
+      this.forget(key);
+      await rm(this.path(key), { force: true });
       this.stats.evictions++;
       freed += size;
     }
     return freed;
   }
 
-  private touch(hex: string): void {
-    const size = this.index.get(hex)!;
-    this.index.delete(hex);
-    this.index.set(hex, size);
+  private touch(key: string): void {
+    const size = this.index.get(key)!;
+    this.index.delete(key);
+    this.index.set(key, size);
     // Recency survives a restart through atime (best effort: noatime mounts lose it); refreshing it at most once an
     // hour (from the atime found at start) keeps that order at the granularity eviction needs, while a warm restart
     // reading a whole layer does not cost a utimes per chunk (5 000 of them took 0.4 s of the FUSE thread).
     const now = Date.now();
-    if (now - (this.touched.get(hex) ?? 0) < 3_600_000) return;
-    this.touched.set(hex, now);
+    if (now - (this.touched.get(key) ?? 0) < 3_600_000) return;
+    this.touched.set(key, now);
     const when = new Date(now);
-    void utimes(this.path(hex), when, when).catch(() => {});
+    void utimes(this.path(key), when, when).catch(() => {});
   }
 
-  private forget(hex: string): void {
-    this.touched.delete(hex);
-    const size = this.index.get(hex);
+  private forget(key: string): void {
+    this.touched.delete(key);
+    const size = this.index.get(key);
     if (size === undefined) return;
-    this.index.delete(hex);
+    this.index.delete(key);
     this.bytes -= size;
+    if (key.startsWith(FILE_KEY)) {
+      this.fileCount--;
+      this.fileBytes -= size;
+    }
   }
 }

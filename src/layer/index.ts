@@ -8,6 +8,7 @@ export { TreeIndexError, type TreeIndex, type TreeMeta } from './tree-index.js';
 export { LayerContent, ContentError, type BlobSource, type ContentOptions, type ContentStats, type ContentLogger } from './content.js';
 export { ChunkCache } from './cache.js';
 export { DiskCache, type DiskCacheStats } from './disk-cache.js';
+export { AssembledFiles, type AssembledStats, type AssembleResult } from './assembled.js';
 export { BackgroundScheduler, LayerPrefetcher, type PrefetchProgress, type PrefetchState } from './prefetch.js';
 export { nodeAt } from './proof.js';
 export { LayerWork, layerWork, closeLayerWork, type IndexFiles } from './work.js';

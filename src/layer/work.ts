@@ -3,6 +3,7 @@ import { verifyChunkBytes, zerosDigest, type ChunkSpec, type LayerSections } fro
 import { transferable, WorkerPool, type Digest } from '../util/index.js';
 import { adoptTreeIndex } from './tree-index.js';
 import { LayerTree } from './tree.js';
+import type { AssembleResult } from './assembled.js';
 import type { IndexFiles, ProofRequest } from './worker.js';
 
 export type { IndexFiles } from './worker.js';
@@ -18,12 +19,15 @@ const INLINE_BYTES = 256 << 10;
  * one hostile image froze every container on the node). Three pools, so that the kinds never queue behind each other:
  *  - `toc`: TOC decode, validation, tar-split cross-check, tree build, index load (seconds for a 200k-entry TOC);
  *  - `verify`: decompress + SHA-256 of big chunks and disk-cache loads (a reader waits for these);
- *  - `proof`: the DiffID proof (minutes of hashing for a big layer), at the lowest CPU priority.
+ *  - `proof`: the DiffID proof (minutes of hashing for a big layer), at the lowest CPU priority;
+ *  - `files`: complete files assembled from verified chunks for FUSE passthrough (seconds of I/O and hashing per
+ *    big file), one at a time, below the readers' priority.
  */
 export class LayerWork {
   private readonly toc: WorkerPool;
   private readonly verify: WorkerPool;
   private readonly proof: WorkerPool;
+  private readonly files: WorkerPool;
   private readonly zeroDigests = new Map<number, Promise<Digest>>();
 
   constructor(opts: { threads?: number; tocHeapMb?: number } = {}) {
@@ -34,6 +38,15 @@ export class LayerWork {
     this.toc = new WorkerPool({ name: 'TOC worker', script, size: threads, nice: 5, idleExitMs: 5_000, resourceLimits: { maxOldGenerationSizeMb: opts.tocHeapMb ?? 2048 } });
     this.verify = new WorkerPool({ name: 'chunk worker', script, size: threads, idleExitMs: 60_000, resourceLimits: { maxOldGenerationSizeMb: 256 } });
     this.proof = new WorkerPool({ name: 'proof worker', script, size: 1, nice: 19, idleExitMs: 10_000, resourceLimits: { maxOldGenerationSizeMb: 2048 } });
+    this.files = new WorkerPool({ name: 'assembly worker', script, size: 1, nice: 10, idleExitMs: 10_000, resourceLimits: { maxOldGenerationSizeMb: 512 } });
+  }
+
+  /**
+   * Assemble regular file `node` of `tree` from the disk cache in `cacheDir` into `<cacheDir>/files/<hex>` (see
+   * worker.ts assembleFile: verified chunks only, whole-file digest checked), or check the copy already there.
+   */
+  assembleFile(tree: LayerTree, node: number, cacheDir: string, hex: string): Promise<AssembleResult> {
+    return this.files.run<AssembleResult>('assembleFile', { buffer: tree.index.buffer, node, cacheDir, hex });
   }
 
   /** Open a layer from its TOC and tar-split sections (verified, cross-checked, tree built and kept in `files`). */
@@ -105,11 +118,11 @@ export class LayerWork {
 
   /** Stop every worker (their tasks reject with POOL_CLOSED): the daemon is stopping. */
   async close(): Promise<void> {
-    await Promise.all([this.toc.close(), this.verify.close(), this.proof.close()]);
+    await Promise.all([this.toc.close(), this.verify.close(), this.proof.close(), this.files.close()]);
   }
 
   get stats(): { tasks: number; crashes: number; workers: number } {
-    const pools = [this.toc, this.verify, this.proof];
+    const pools = [this.toc, this.verify, this.proof, this.files];
     return {
       tasks: pools.reduce((n, p) => n + p.stats.tasks, 0),
       crashes: pools.reduce((n, p) => n + p.stats.crashes, 0),

@@ -1,14 +1,18 @@
 // The worker-thread side of layer/work.ts: every task here grows with its input (TOC size, chunk size, layer size)
 // and so must never run on the thread serving FUSE. Loaded by URL from work.ts; not imported by anything.
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import {
+  closeSync, existsSync, ftruncateSync, fstatSync, openSync, readFileSync, readSync, renameSync, rmSync, writeSync,
+} from 'node:fs';
+import { threadId } from 'node:worker_threads';
 import { readFile, rm, stat, utimes } from 'node:fs/promises';
 import {
   cleanAbsPath, decodeTarSplit, decompressFrames, layerFromSections, rebuildTar, verifyChunkBytes, zerosDigest,
   type ChunkSpec, type LayerSections,
 } from '../format/index.js';
 import { serveTasks, sha256Digest, TocfsError, transferable, writeStateFile, type TaskContext, type TaskResult } from '../util/index.js';
-import { chunkFilePath } from './disk-cache.js';
+import type { AssembleResult } from './assembled.js';
+import { assembledFilePath, chunkFilePath } from './disk-cache.js';
 import { buildTreeIndex } from './tree-build.js';
 import { nodeAt } from './proof.js';
 import { adoptTreeIndex, indexFileBytes, openTreeIndex } from './tree-index.js';
@@ -111,6 +115,95 @@ function readChunkFile(input: { path: string; hex: string }): TaskResult {
   return { value: { data }, transfer: transferable(data) };
 }
 
+let tmpSeq = 0;
+
+/** SHA-256 (hex) of a whole file, read in pieces; undefined if it cannot be read or is not `size` bytes. */
+function hashFile(path: string, size: number): string | undefined {
+  let fd: number;
+  try {
+    fd = openSync(path, 'r');
+  } catch {
+    return undefined;
+  }
+  try {
+    if (fstatSync(fd).size !== size) return undefined;
+    const h = createHash('sha256');
+    const buf = Buffer.allocUnsafe(PIECE * 8);
+    for (let at = 0; at < size;) {
+      const n = readSync(fd, buf, 0, Math.min(buf.length, size - at), at);
+      if (n <= 0) return undefined;
+      h.update(buf.subarray(0, n));
+      at += n;
+    }
+    return h.digest('hex');
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * Write the complete content of regular file `node` to `<cacheDir>/files/<hex>` for FUSE passthrough, from verified
+ * chunks only: each chunk file is hashed against its TOC digest as it is read, zero chunks are checked against the
+ * digest of their zeros, chunks must tile the file exactly, and the whole content must hash to the TOC's file digest
+ * `hex` before the temporary file is renamed into place. A copy already there (an earlier run's) is hashed in full
+ * instead: this process serves no byte of it unchecked. No fsync: every process checks a copy before its first use.
+ */
+function assembleFile(input: { buffer: SharedArrayBuffer; node: number; cacheDir: string; hex: string }): TaskResult {
+  const tree = new LayerTree(adoptTreeIndex(input.buffer));
+  const { node, cacheDir, hex } = input;
+  const size = tree.sizeOf(node);
+  const dest = assembledFilePath(cacheDir, hex);
+  const done = (r: AssembleResult): TaskResult => ({ value: r });
+  if (existsSync(dest)) {
+    if (hashFile(dest, size) === hex) return done({ state: 'reused', bytes: size });
+    rmSync(dest, { force: true }); // torn by a crash, or damaged: made again below
+  }
+  const count = tree.chunkCount(node);
+  let missing = 0;
+  for (let i = 0; i < count; i++) {
+    const c = tree.chunk(node, i);
+    if (!c.zeros && !existsSync(chunkFilePath(cacheDir, c.digest.slice(7)))) missing++;
+  }
+  if (missing > 0) return done({ state: 'missing', missing });
+  const tmp = assembledFilePath(cacheDir, `.tmp-${process.pid}-${threadId}-${tmpSeq++}`);
+  const fd = openSync(tmp, 'wx', 0o600);
+  let result: AssembleResult | undefined;
+  try {
+    const whole = createHash('sha256');
+    let at = 0;
+    for (let i = 0; i < count && !result; i++) {
+      const c = tree.chunk(node, i);
+      if (c.fileOffset !== at) {
+        result = { state: 'mismatch', why: `chunk ${i} starts at ${c.fileOffset}, not where the previous one ended (${at})` };
+      } else if (c.zeros) {
+        if (zerosDigest(c.size) !== c.digest) result = { state: 'mismatch', why: `zeros chunk ${i}'s digest ${c.digest} is not that of ${c.size} zero bytes` };
+        for (let left = c.size; left > 0 && !result; left -= PIECE) whole.update(ZERO.subarray(0, Math.min(left, PIECE)));
+      } else {
+        const data = verifiedChunkFile(chunkFilePath(cacheDir, c.digest.slice(7)), c.digest.slice(7));
+        if (data === 'missing') result = { state: 'missing', missing: 1 };
+        else if (data === 'corrupt' || data.length !== c.size) result = { state: 'corrupt', digest: c.digest };
+        else {
+          for (let off = 0; off < data.length;) off += writeSync(fd, data, off, data.length - off, c.fileOffset + off);
+          whole.update(data);
+        }
+      }
+      at += c.size;
+    }
+    if (!result && at !== size) result = { state: 'mismatch', why: `its chunks cover ${at} bytes of ${size}` };
+    if (!result) {
+      ftruncateSync(fd, size); // a trailing hole
+      const actual = whole.digest('hex');
+      if (actual !== hex) result = { state: 'mismatch', why: `its verified chunks hash to sha256:${actual}, not to the file digest sha256:${hex} the TOC names` };
+    }
+  } finally {
+    closeSync(fd);
+    if (result) rmSync(tmp, { force: true });
+  }
+  if (result) return done(result);
+  renameSync(tmp, dest);
+  return done({ state: 'assembled', bytes: size });
+}
+
 /** What the proof task asks the main thread for. */
 export type ProofRequest = { kind: 'pace' } | { kind: 'chunk'; node: number; index: number };
 
@@ -170,6 +263,7 @@ serveTasks({
   loadIndex: loadIndex as (input: never) => Promise<TaskResult>,
   verifyChunk: verifyChunk as (input: never) => TaskResult,
   readChunkFile: readChunkFile as (input: never) => TaskResult,
+  assembleFile: assembleFile as (input: never) => TaskResult,
   zerosDigest: ((input: { size: number }) => ({ value: zerosDigest(input.size) })) as (input: never) => TaskResult,
   prove: prove as (input: never, ctx: TaskContext) => Promise<TaskResult>,
 });

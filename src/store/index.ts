@@ -3,3 +3,4 @@ export { LayerStore, encodeRefName, decodeRefName, type StoreOptions, type Store
 export { Resolver, NotServable, type ResolverOptions, type LayerData, type FoundLayer, type RecordedLayer, type ProofPolicy, type ProofStatus, type ResolveFailure } from './resolver.js';
 export { layerInfo, type KeyGeneration, type InfoFacts } from './info.js';
 export { NamespaceJournal, type NamespaceRecord } from './namespace.js';
+export type { PassthroughStats } from './passthrough.js';

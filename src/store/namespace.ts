@@ -15,7 +15,14 @@ export type NamespaceRecord =
     t: 'layer'; ref: string; key: string; slot: number; ino: number; info: number; blob: number; toc: number;
     /** How to open the layer again without the registry (Resolver.reopen). */
     layer?: RecordedLayer;
-  };
+  }
+  /**
+   * Node `ino`'s opens are served by passthrough from backing file `id` (registered with the kernel): a server taking
+   * over must answer every open of that node with the same id while the kernel may still have one open.
+   */
+  | { t: 'backing'; ino: number; id: number }
+  /** Node `ino`'s backing file was unregistered (its last passthrough open was released). */
+  | { t: 'unbacking'; ino: number };
 
 /**
  * An append-only file of NamespaceRecords, one JSON line each, written synchronously before the reply that hands
@@ -84,6 +91,8 @@ function isRecord(r: unknown): r is NamespaceRecord {
     case 'layer':
       return typeof o.ref === 'string' && typeof o.key === 'string' && Number.isSafeInteger(o.slot) && (o.slot as number) >= 0
         && id(o.ino) && id(o.info) && id(o.blob) && id(o.toc) && (o.layer === undefined || isRecordedLayer(o.layer));
+    case 'backing': return id(o.ino) && id(o.id);
+    case 'unbacking': return id(o.ino);
     default: return false;
   }
 }

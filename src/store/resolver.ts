@@ -134,6 +134,8 @@ export interface ResolverOptions {
   proofDir?: string;
   fetchTimeoutMs?: number;
   onFetch?: (seconds: number, bytes: number, ok: boolean, background: boolean) => void;
+  /** A layer became local (its background fetch is done): copies for passthrough that waited for it are made. */
+  onLayerLocal?: (tree: LayerTree) => void;
 }
 
 /** A resolution that failed, for `tocfs status` (no secrets: messages name refs and layers only). */
@@ -484,6 +486,7 @@ export class Resolver {
       if (data.prefetcher) {
         await data.prefetcher.start();
         log?.info({ ref: data.ref.string, layer: data.descriptor.digest, bytes: data.prefetcher.progress.fetchedBytes }, 'layer fully local');
+        this.opts.onLayerLocal?.(data.tree);
       }
     } catch (err) {
       if (data.proof.state === 'pending') data.proof = { state: 'failed', detail: (err as Error).message };

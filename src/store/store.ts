@@ -1,13 +1,14 @@
 import { readFileSync } from 'node:fs';
 import { open as openFile, type FileHandle } from 'node:fs/promises';
 import {
-  Errno, makedev, type Attr, type AttrReply, type DirSink, type Entry, type OpenReply, type Operations,
+  Errno, makedev, type Attr, type AttrReply, type BackingFiles, type DirSink, type Entry, type OpenReply, type Operations,
   type RequestContext, type StatfsReply,
 } from '../fuse/index.js';
-import { ContentError, S_IFDIR, S_IFMT, S_IFREG } from '../layer/index.js';
+import { ContentError, S_IFDIR, S_IFMT, S_IFREG, type AssembledFiles } from '../layer/index.js';
 import { isDigest, type Digest } from '../util/index.js';
 import { layerInfo, type KeyGeneration } from './info.js';
 import type { NamespaceJournal, NamespaceRecord } from './namespace.js';
+import { Passthrough, type PassthroughCandidate, type PassthroughStats } from './passthrough.js';
 import type { FoundLayer, LayerData, Resolver } from './resolver.js';
 
 /** A `<b64 ref>/<key>` directory: one layer as one podman generation asked for it. */
@@ -21,6 +22,11 @@ interface LayerDir {
   info: Buffer;
   uses: number;
   children: { diff: number; info: number; blob: number; tocDigest: number };
+  /**
+   * Handed out by an earlier server of this connection: the kernel may hold page-cache opens of its files that this
+   * server never counted, so its files are never given passthrough here (an open the other way would fail).
+   */
+  restored: boolean;
 }
 
 type StoreNode =
@@ -90,9 +96,19 @@ export interface StoreOptions {
    * store answer the ids an earlier server of the same FUSE connection gave out (layers re-resolve on first use).
    */
   journal?: NamespaceJournal;
+  /**
+   * FUSE passthrough for big files complete on local disk: the connection's backing files (FuseSession.backing,
+   * undefined while passthrough is off) and where checked complete copies are made. Without them, every read is ours.
+   */
+  passthrough?: { backing: () => BackingFiles | undefined; assembled: AssembledFiles };
 }
 
 type LayerRecord = Extract<NamespaceRecord, { t: 'layer' }>;
+
+/** Proof states in which a layer's files may be served by passthrough. */
+const PASSTHROUGH_PROOF_STATES: ReadonlySet<string> = new Set(['proven', 'skipped', 'off']);
+const O_ACCMODE = 3;
+const O_RDONLY = 0;
 
 /** Layer tree inodes: (slot + 1) · 2^32 + node, far above the store's own inode numbers. */
 const SLOT_SPAN = 2 ** 32;
@@ -122,12 +138,23 @@ export class LayerStore implements Operations {
   private readonly userNamespace: boolean;
   /** Local-chunk counts of big layers (see localCounts). */
   private readonly counts = new WeakMap<LayerData, LocalCounts & { at: number; running: boolean }>();
+  /** Backing files an earlier server of this connection registered and did not unregister: node id → backing id. */
+  private readonly inheritedBacking = new Map<number, number>();
+  private readonly passthrough: Passthrough | undefined;
 
   constructor(private readonly opts: StoreOptions) {
     this.storeTtl = opts.storeTtl ?? 1;
     this.layerTtl = opts.layerTtl ?? 3600;
     this.userNamespace = opts.userNamespace ?? inUserNamespace();
     for (const r of opts.journal?.records ?? []) this.replay(r);
+    const pt = opts.passthrough;
+    this.passthrough = pt && new Passthrough({ ...pt, ...(opts.journal ? { journal: opts.journal } : {}), ...(opts.logger ? { logger: opts.logger } : {}) }, this.inheritedBacking);
+  }
+
+  /** Passthrough opens served and backing files registered, and why registering stopped working, if it did. */
+  passthroughStatus(): (PassthroughStats & { failure?: string }) | undefined {
+    const pt = this.passthrough;
+    return pt && { ...pt.stats, ...(pt.failure ? { failure: pt.failure } : {}) };
   }
 
   /** Take back one id an earlier server of this connection handed out. */
@@ -151,6 +178,12 @@ export class LayerStore implements Operations {
         this.pendingKey.set(`${r.ref}/${r.key}`, r.slot);
         this.nextIno = Math.max(this.nextIno, r.ino + 1, r.info + 1, r.blob + 1, r.toc + 1);
         this.nextSlot = Math.max(this.nextSlot, r.slot + 1);
+        return;
+      case 'backing':
+        this.inheritedBacking.set(r.ino, r.id);
+        return;
+      case 'unbacking':
+        this.inheritedBacking.delete(r.ino);
         return;
     }
   }
@@ -381,7 +414,7 @@ export class LayerStore implements Operations {
         blobDigest: data.descriptor.digest, blobSize: data.descriptor.size, diffID: data.diffID, diffSize: data.diffSize,
         tocDigest: data.tocDigest, uids: ids.uids, gids: ids.gids,
       }),
-      children,
+      children, restored: old !== undefined,
     };
     dir.children.diff = (dir.slot + 1) * SLOT_SPAN;
     if (old) {
@@ -487,19 +520,43 @@ export class LayerStore implements Operations {
     return target;
   }
 
-  open(ino: number): OpenReply | Promise<OpenReply> {
-    return this.when(ino, () => this.openNow(ino));
+  open(ino: number, flags: number): OpenReply | Promise<OpenReply> {
+    return this.when(ino, () => this.openNow(ino, flags));
   }
 
-  private openNow(ino: number): OpenReply {
+  private openNow(ino: number, flags: number): OpenReply {
     if (ino >= SLOT_SPAN) {
       const a = this.tree(ino).attr(ino % SLOT_SPAN);
       if ((a.mode & S_IFMT) !== S_IFREG) throw new Errno('EISDIR');
+      // A quarantined layer's reads fail; a passthrough open's reads would not come to us to fail.
+      if (this.slotOf(ino).data.quarantined && this.passthrough?.registered(ino)) throw new Errno('EIO');
+      if (this.passthrough) return this.passthrough.open(ino, this.passthroughCandidate(ino), (flags & O_ACCMODE) === O_RDONLY);
     } else if (this.node(ino).kind === 'root' || this.node(ino).kind === 'ref' || this.node(ino).kind === 'layer') {
       throw new Errno('EISDIR');
     }
     // Everything here is immutable: let the page cache keep it across opens.
     return { keepCache: true };
+  }
+
+  release(ino: number, fh: number): void {
+    // Never waits for a layer to be restored: a release names an open that exists, and needs no tree.
+    if (ino >= SLOT_SPAN && this.passthrough) this.passthrough.release(ino, fh, this.slots.has(Math.floor(ino / SLOT_SPAN) - 1) ? this.passthroughCandidate(ino) : undefined);
+  }
+
+  /**
+   * The layer file `ino` if it is worth a complete copy for passthrough: big enough, of a layer this server resolved
+   * (see LayerDir.restored), not quarantined. It is granted passthrough only once its layer is proven (or not subject
+   * to a proof), since a passthrough read never comes back to us to be refused.
+   */
+  private passthroughCandidate(ino: number): PassthroughCandidate | undefined {
+    const dir = this.slotOf(ino);
+    const { data } = dir;
+    const node = ino % SLOT_SPAN;
+    if (dir.restored || data.quarantined || !this.opts.passthrough?.assembled.wanted(data.tree, node)) return undefined;
+    return {
+      tree: data.tree, node, grant: PASSTHROUGH_PROOF_STATES.has(data.proof.state),
+      where: () => `${dir.refName} layer ${data.descriptor.digest}: "${data.tree.pathOf(node)}"`,
+    };
   }
 
   read(ino: number, fh: number, offset: number, size: number, ctx: RequestContext): Promise<Buffer | Buffer[]> {

@@ -4,6 +4,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSy
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openChunkedLayer } from '../../src/format/index.js';
+import { runCli } from '../helpers/cli.js';
 import { startDaemon, type DaemonHandle } from '../helpers/daemon.js';
 import { buildImage, buildLayerTar, pushImage, type BuiltImage } from '../helpers/image-builder.js';
 import { Podman } from '../helpers/podman.js';
@@ -86,6 +87,19 @@ describe('e2e: podman 4.3.1 through tocfs (blob-digest lookups)', function () {
     const b = await plain.run(ref, cmd);
     assert.ok(a.includes('/data/big.bin'));
     assert.equal(a, b);
+  });
+
+  it('once layers are local and proven, containers exec and read big files by FUSE passthrough, with the same bytes', async () => {
+    await daemon.waitForLog(/"msg":"DiffID proven"[\s\S]*"msg":"DiffID proven"/, 120_000);
+    const expected = await plain.run(ref, HASH_ALL_FILES);
+    // The first run's opens have complete copies made of busybox and data/big.bin; the next run's opens use them.
+    assert.equal(await als.run(ref, HASH_ALL_FILES), expected);
+    await daemon.waitForLog(/"msg":"passthrough: complete file ready"[\s\S]*"msg":"passthrough: complete file ready"/, 60_000);
+    assert.equal(await als.run(ref, HASH_ALL_FILES), expected);
+    const r = await runCli(['status', '--root', daemon.root, '--json']);
+    const pt = (JSON.parse(r.stdout) as { passthrough?: { on: boolean; opens: number } }).passthrough;
+    assert.equal(pt?.on, true, JSON.stringify(pt));
+    assert.ok((pt?.opens ?? 0) >= 2, `busybox (exec'd) and data/big.bin through passthrough: ${JSON.stringify(pt)}`);
   });
 
   it('podman save (OCI archive) of the ALS-backed image loads elsewhere identically', async () => {

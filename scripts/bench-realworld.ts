@@ -21,7 +21,9 @@
 // Environment: BENCH_WORKLOADS (default python,gcc,node,bigread), BENCH_SIDES (default full,partial,plain,nobg,
 // hinted,warm), BENCH_RUNS (default 3), BENCH_MBIT, BENCH_LATENCY_MS, BENCH_REALWORLD_CACHE (default
 // /var/cache/tocfs/realworld), BENCH_DEBIAN_MIRROR, BENCH_JSON (write all results there), BENCH_LOG_DIR (daemon logs
-// and the proxy's request log), BENCH_TIMEOUT_S (default 7200).
+// and the proxy's request log), BENCH_CHART (write an SVG bar chart of the medians there), BENCH_TIMEOUT_S
+// (default 7200), BENCH_TOCFS_TOML (config lines for every tocfs side,
+// separated by ';').
 import { execFile } from 'node:child_process';
 import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
@@ -79,6 +81,8 @@ const SIDES_WANTED = envList('BENCH_SIDES', SIDES, SIDES);
 const CACHE_DIR = process.env.BENCH_REALWORLD_CACHE ?? '/var/cache/tocfs/realworld';
 const MIRROR = process.env.BENCH_DEBIAN_MIRROR ?? 'http://deb.debian.org/debian';
 const LOG_DIR = process.env.BENCH_LOG_DIR;
+/** Extra lines for every tocfs side's config file, e.g. "whole_file = 0" to compare with a setting changed. */
+const TOCFS_TOML = (process.env.BENCH_TOCFS_TOML ?? '').split(';').map((l) => l.trim()).filter((l) => l !== '').map((l) => `${l}\n`).join('');
 
 const T0 = performance.now();
 const elapsed = (): string => `${((performance.now() - T0) / 1000).toFixed(0)} s`;
@@ -207,7 +211,7 @@ interface TocfsRun {
 
 async function tocfsSide(ctx: Ctx, w: PushedWorkload, run: number, side: Side, opts: { dir?: string; toml?: string; repo?: string }): Promise<TocfsRun> {
   const dir = opts.dir ?? join(ctx.work, `tocfs-${w.workload.name}-${run}-${side}`);
-  const daemon: DaemonHandle = await startDaemon(dir, { insecureHosts: [ctx.proxy.host], extraConfig: opts.toml ?? '' });
+  const daemon: DaemonHandle = await startDaemon(dir, { insecureHosts: [ctx.proxy.host], extraConfig: TOCFS_TOML + (opts.toml ?? '') });
   const p = new Podman(join(ctx.work, `podman-${w.workload.name}-${run}-${side}`), { als: daemon.mountpoint, insecureHosts: [ctx.proxy.host] });
   const ref = `${ctx.proxy.host}/${opts.repo ?? w.zstd}`;
   try {
@@ -322,6 +326,43 @@ function report(all: SideResult[], pushed: PushedWorkload[], reads: Map<string, 
   return ok;
 }
 
+/** A grouped bar chart (SVG) of the median total seconds per workload and side, for docs/benchmarks.md. */
+function chartSvg(all: SideResult[], workloads: string[]): string {
+  const sides = SIDES_WANTED;
+  const colors: Record<Side, string> = { full: '#8c8c8c', partial: '#c9a227', plain: '#2b6cb0', nobg: '#63b3ed', hinted: '#2f855a', warm: '#9f7aea' };
+  const med = (w: string, s: Side): number => median(all.filter((r) => r.workload === w && r.side === s).map((r) => r.totalS));
+  const max = Math.max(1, ...workloads.flatMap((w) => sides.map((s) => med(w, s))).filter((x) => Number.isFinite(x)));
+  const barW = 18;
+  const groupW = sides.length * barW + 30;
+  const left = 50;
+  const top = 30;
+  const h = 260;
+  const width = left + workloads.length * groupW + 20;
+  const y = (v: number): number => top + h - (v / max) * h;
+  const out: string[] = [`<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${top + h + 90}" font-family="sans-serif" font-size="11">`,
+    `<text x="${left}" y="16" font-size="13">Cold start, pull + run to ready (s, median of ${RUNS}); ${MBIT} Mbit/s, ${2 * LATENCY_MS} ms RTT</text>`];
+  for (let t = 0; t <= max; t += max > 60 ? 20 : 10) {
+    out.push(`<line x1="${left}" x2="${width - 10}" y1="${y(t)}" y2="${y(t)}" stroke="#e2e2e2"/><text x="${left - 6}" y="${y(t) + 4}" text-anchor="end">${t}</text>`);
+  }
+  workloads.forEach((w, g) => {
+    const x0 = left + 10 + g * groupW;
+    sides.forEach((s, i) => {
+      const v = med(w, s);
+      if (!Number.isFinite(v)) return;
+      out.push(`<rect x="${x0 + i * barW}" y="${y(v).toFixed(1)}" width="${barW - 3}" height="${(top + h - y(v)).toFixed(1)}" fill="${colors[s]}"><title>${SIDE_LABEL[s]}: ${v.toFixed(2)} s</title></rect>`);
+      out.push(`<text x="${x0 + i * barW + (barW - 3) / 2}" y="${(y(v) - 3).toFixed(1)}" text-anchor="middle" font-size="8">${v < 10 ? v.toFixed(1) : v.toFixed(0)}</text>`);
+    });
+    out.push(`<text x="${x0 + (sides.length * barW) / 2}" y="${top + h + 16}" text-anchor="middle" font-size="12">${w}</text>`);
+  });
+  sides.forEach((s, i) => {
+    const lx = left + (i % 3) * 210;
+    const ly = top + h + 36 + Math.floor(i / 3) * 18;
+    out.push(`<rect x="${lx}" y="${ly - 9}" width="10" height="10" fill="${colors[s]}"/><text x="${lx + 14}" y="${ly}">${SIDE_LABEL[s]}</text>`);
+  });
+  out.push('</svg>');
+  return out.join('\n') + '\n';
+}
+
 // ---------------------------------------------------------------------------------------------------------
 
 async function requireTools(): Promise<string | undefined> {
@@ -342,7 +383,7 @@ async function main(): Promise<number> {
     console.error(missing);
     return 2;
   }
-  say(`bench:realworld: workloads ${WORKLOAD_NAMES.join(', ')}; sides ${SIDES_WANTED.join(', ')}; ${RUNS} run(s); ${MBIT} Mbit/s, ${LATENCY_MS} ms each way; cache ${CACHE_DIR}`);
+  say(`bench:realworld: workloads ${WORKLOAD_NAMES.join(', ')}; sides ${SIDES_WANTED.join(', ')}; ${TOCFS_TOML ? `tocfs config + ${JSON.stringify(TOCFS_TOML)}; ` : ''}${RUNS} run(s); ${MBIT} Mbit/s, ${LATENCY_MS} ms each way; cache ${CACHE_DIR}`);
   mkdirSync(join(CACHE_DIR, 'registry', 'storage'), { recursive: true });
   const work = mkdtempSync(join(tmpdir(), 'tocfs-bench-realworld-'));
   const cleanups: (() => Promise<void>)[] = [];
@@ -383,6 +424,13 @@ async function main(): Promise<number> {
       for (const w of pushed) all.push(...await runWorkload(ctx, w, run, reads));
     }
     if (process.env.BENCH_JSON) writeFileSync(process.env.BENCH_JSON, JSON.stringify({ mbit: MBIT, latencyMs: LATENCY_MS, runs: RUNS, results: all }, null, 2));
+    if (process.env.BENCH_CHART) {
+      try {
+        writeFileSync(process.env.BENCH_CHART, chartSvg(all, WORKLOAD_NAMES));
+      } catch (err) {
+        console.error(`bench:realworld: no chart: ${(err as Error).message}`);
+      }
+    }
     if (LOG_DIR) {
       writeFileSync(join(LOG_DIR, 'requests.jsonl'), proxy.exchanges.map((e) => JSON.stringify(e)).join('\n') + '\n');
       for (const r of all) {

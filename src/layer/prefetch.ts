@@ -85,9 +85,12 @@ export class BackgroundScheduler {
 
   /**
    * Wait for a background slot; returns the byte budget of the batch to run in it, and its release. Rank 0 (files
-   * the image hints or that were read first last time) and rank 1 (small files: what a starting container reads
-   * one round trip at a time) are urgent: they run at full speed even while readers fetch, since fetched in bulk,
-   * those reads become cache hits. A slot goes to the best rank waiting.
+   * the image hints or that were read first last time) is urgent: it runs at full speed even while readers fetch,
+   * since it is what they read next. While readers fetch, other work shrinks its batches to `busyBatchBytes`, so
+   * a reader's miss waits behind little on a slow link (every byte queued ahead of it delays it): rank 1 (small
+   * files, each a round trip when a starting container reads it) keeps all its slots, since fetched in bulk those
+   * reads become cache hits (bench:realworld, python with no background fetch: 1,471 serial misses); rank 2 keeps one.
+   * A slot goes to the best rank waiting.
    */
   async acquire(rank: Rank = 2): Promise<{ budget: number; release: () => void }> {
     this.waiting[rank]++;
@@ -99,10 +102,9 @@ export class BackgroundScheduler {
   }
 
   private async grant(rank: Rank): Promise<{ budget: number; release: () => void }> {
-    const urgent = rank < 2;
     for (;;) {
       this.checkStopped();
-      const busy = !urgent && this.busy();
+      const busy = rank > 0 && this.busy();
       // Across layers too, hinted and first-read files go before small files, and those before the rest.
       const better = this.waiting.slice(0, rank).some((n) => n > 0);
       // While any layer still has hinted or first-read work (rank 0), nothing less urgent starts: that work is
@@ -110,13 +112,14 @@ export class BackgroundScheduler {
       const held = rank > 0 && this.rank0Layers > 0;
       // Rank 0 gets one slot more: with two, both batches tend to finish together and the link idles for a round
       // trip and their processing (bench:coldstart, hinted image: ~80 % busy).
-      const limit = rank === 0 ? this.concurrency + 1 : busy ? 1 : this.concurrency;
+      const limit = rank === 0 ? this.concurrency + 1 : busy && rank === 2 ? 1 : this.concurrency;
       if (!better && !held && this.running < limit) {
         this.running++;
         let released = false;
         return {
-          // Measured (bench:coldstart): throttling urgent work behind readers made cold starts slower (1.45× vs
-          // 2.0–2.3× over a normal pull), so only ordinary background work shrinks while readers fetch.
+          // Measured (bench:coldstart): holding small files to one slot behind readers made cold starts slower
+          // (1.45× vs 2.0–2.3× over a normal pull); with full-size batches, python on bench:realworld waited up to
+          // 4 MiB behind them per miss. Small batches in every slot keep both.
           budget: busy ? (this.opts.busyBatchBytes ?? 256 << 10) : (this.opts.batchBytes ?? 2 << 20),
           release: () => {
             if (!released) this.running--;

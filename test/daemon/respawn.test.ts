@@ -5,7 +5,7 @@ import { readFile, readdir, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runCli } from '../helpers/cli.js';
-import { startDaemon, type DaemonHandle } from '../helpers/daemon.js';
+import { ONE_FETCH_PER_MISS, startDaemon, type DaemonHandle } from '../helpers/daemon.js';
 import { BLOB_PATH, startFaultProxy, type FaultProxy } from '../helpers/fault-proxy.js';
 import { buildImage, buildLayerTar, pushImage, type BuiltImage } from '../helpers/image-builder.js';
 import { loopbackClient, startRegistry, type RegistryServer } from '../helpers/registry-server.js';
@@ -68,7 +68,7 @@ describe('daemon: the mount survives its server (supervisor, FUSE_NOTIFY_RESEND,
     mkdirSync(dir, { recursive: true });
     // Every read goes to the registry (no background fetch, no disk cache): a server killed mid-read has requests
     // in its hands that only a resend can finish.
-    const d = await startDaemon(dir, { insecureHosts: [proxy.host], extraConfig: 'background_fetch = false\ndiffid_proof = "off"\ndisk_cache = 0\n' });
+    const d = await startDaemon(dir, { insecureHosts: [proxy.host], extraConfig: 'background_fetch = false\ndiffid_proof = "off"\ndisk_cache = 0\n' + ONE_FETCH_PER_MISS });
     daemons.push(d);
     return d;
   }

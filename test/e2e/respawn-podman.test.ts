@@ -4,7 +4,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runCli } from '../helpers/cli.js';
-import { startDaemon, type DaemonHandle } from '../helpers/daemon.js';
+import { ONE_FETCH_PER_MISS, startDaemon, type DaemonHandle } from '../helpers/daemon.js';
 import { BUSYBOX_TOOLS } from '../helpers/e2e-image.js';
 import { BLOB_PATH, startFaultProxy, type FaultProxy } from '../helpers/fault-proxy.js';
 import { buildImage, buildLayerTar, pushImage, type TreeItem } from '../helpers/image-builder.js';
@@ -60,7 +60,7 @@ for (const [version, start] of [['4.3.1', podman4], ['5.4', podman5]] as const) 
     await pushImage(client, `${registry.host}/e2e/respawn:v1`, image);
     await client.close();
     ref = `${proxy.host}/e2e/respawn:v1`;
-    daemon = await startDaemon(work, { insecureHosts: [proxy.host], extraConfig: 'background_fetch = false\ndiffid_proof = "off"\ndisk_cache = 0\n' });
+    daemon = await startDaemon(work, { insecureHosts: [proxy.host], extraConfig: 'background_fetch = false\ndiffid_proof = "off"\ndisk_cache = 0\n' + ONE_FETCH_PER_MISS });
     podman = await start(work, daemon, proxy.host);
     await podman.podman(['pull', '-q', ref]);
   });

@@ -13,11 +13,14 @@ class CountingSource implements BlobSource {
   calls = 0;
   ranges = 0;
   bytes = 0;
+  /** The ranges of each call, in order. */
+  readonly asked: { start: number; end: number }[][] = [];
   constructor(private readonly blob: Buffer, private readonly delayMs = 0) {}
   get size() { return this.blob.length; }
   async readRanges(ranges: readonly { start: number; end: number }[]): Promise<Buffer[]> {
     this.calls++;
     this.ranges += ranges.length;
+    this.asked.push([...ranges]);
     if (this.delayMs) await new Promise((r) => setTimeout(r, this.delayMs));
     return ranges.map((r) => { this.bytes += r.end - r.start; return this.blob.subarray(r.start, r.end); });
   }
@@ -179,6 +182,47 @@ describe('layer: content', () => {
     const c = await read(content, third);
     assert.equal(src.calls, 1, 'the siblings came with the first miss');
     assert.ok(a.equals(await read(without, first)) && b.equals(await read(without, second)) && c.equals(await read(without, third)));
+  });
+
+  it('with wholeFileBytes, a miss anywhere in a file brings the rest of it in a few batched requests', async () => {
+    const fx = loadFixtures().find((f) => f.name === 'big-chunked')!;
+    const { tree, blob } = await openFixture(fx);
+    const node = resolve(tree, '/model.bin');
+    const size = tree.attr(node).size;
+    const expected = (await tarContents(blob)).get('/model.bin')!;
+    // Page faults of a mapped library: 4 KiB at scattered offsets, no sequential run to earn readahead.
+    const offsets = Array.from({ length: 40 }, (_, i) => Math.floor(((i * 7919) % 40) * (size / 40)) & ~4095);
+    const fault = async (content: LayerContent, off: number) => {
+      const got = Buffer.concat(await content.read(node, off, 4096));
+      assert.ok(got.equals(expected.subarray(off, off + 4096)), `bytes at ${off}`);
+    };
+    const scattered = new CountingSource(blob);
+    const without = new LayerContent(tree, scattered, new ChunkCache(64 << 20), { name: fx.name, readaheadBytes: 0 });
+    for (const off of offsets) await fault(without, off);
+    assert.ok(scattered.calls >= 15, `without it, each fault in a new chunk is a fetch (${scattered.calls})`);
+    const src = new CountingSource(blob);
+    const content = new LayerContent(tree, src, new ChunkCache(64 << 20), { name: fx.name, readaheadBytes: 0, wholeFileBytes: 16 << 20 });
+    await fault(content, offsets[0]!);
+    for (let i = 0; i < 100 && src.bytes < blob.length / 2; i++) await new Promise((r) => setTimeout(r, 20));
+    await new Promise((r) => setTimeout(r, 100));
+    const calls = src.calls;
+    assert.ok(calls <= 2 + Math.ceil(blob.length / (1 << 20)), `${calls} fetches for ${tree.chunkCount(node)} chunks`);
+    for (const off of offsets.slice(1)) await fault(content, off);
+    assert.equal(src.calls, calls, 'every later fault is served from what the first one brought');
+    assert.ok(src.bytes <= blob.length, 'no chunk fetched twice');
+  });
+
+  it('does not fetch files bigger than wholeFileBytes whole', async () => {
+    const fx = loadFixtures().find((f) => f.name === 'big-chunked')!;
+    const { tree, blob } = await openFixture(fx);
+    const node = resolve(tree, '/model.bin');
+    const src = new CountingSource(blob);
+    const content = new LayerContent(tree, src, new ChunkCache(64 << 20), { name: fx.name, readaheadBytes: 0, wholeFileBytes: 1 << 20 });
+    await content.read(node, 1 << 20, 4096);
+    await new Promise((r) => setTimeout(r, 50));
+    const c = tree.chunkRange(node, tree.chunkAt(node, 1 << 20));
+    assert.equal(src.calls, 1);
+    assert.equal(src.bytes, c.end - c.start, 'only the chunk that was read');
   });
 
   it('fetches ahead for sequential readers in batched ranges', async () => {

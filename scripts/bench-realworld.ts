@@ -448,7 +448,8 @@ async function main(): Promise<number> {
   }
 }
 
-main().then((code) => { process.exitCode = code; }, (err: unknown) => {
+// Exit explicitly: after a 30-minute run a handle left by a child's pipes once kept the process alive for minutes.
+main().then((code) => process.exit(code), (err: unknown) => {
   console.error(err);
-  process.exitCode = 1;
+  process.exit(1);
 });

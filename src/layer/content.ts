@@ -88,6 +88,19 @@ const WHOLE_FILE_INFLIGHT = 2;
 /** Files fetched whole are remembered (not to queue them twice) up to this many per layer. */
 const WHOLE_FILE_MEMORY = 100_000;
 
+/**
+ * A reader going through a directory's files in name order (`find | sort | xargs`, tar, cp -r) gets the next files
+ * fetched before it asks: up to DIR_AHEAD_BYTES compressed ahead of it, files up to DIR_AHEAD_FILE each (bigger ones
+ * are for readahead and wholeFileBytes). Without it, each file of such a walk cost a round trip (bench:realworld,
+ * bigread: 512 files of 256 KiB, 35 s with one 256 KiB request in flight).
+ */
+const DIR_AHEAD_BYTES = 4 << 20;
+const DIR_AHEAD_FILE = 4 << 20;
+/** Entries looked at beyond the file read, and behind it for the previous file (bounds the work per read). */
+const DIR_AHEAD_SCAN = 1024;
+/** Directories whose last first-read file is remembered (for detecting a walk). */
+const DIR_AHEAD_MEMORY = 100_000;
+
 /** Files up to this size are fetched with a sibling's first miss (dirPrefetchBytes). */
 const SIBLING_MAX = 64 << 10;
 
@@ -108,6 +121,8 @@ export class LayerContent {
   private readonly work: LayerWork;
   /** Directories whose small files were fetched along with a first miss (see dirPrefetchBytes). */
   private readonly batchedDirs = new Set<number>();
+  /** The entry index of the last file read for the first time, per directory (see DIR_AHEAD_BYTES). */
+  private readonly lastFirstRead = new Map<number, number>();
   /** Files whose whole content was queued on their first miss (see wholeFileBytes), and the queue. */
   private readonly wholeFiles = new Set<number>();
   private readonly wholeQueue: { node: number; indexes: number[] }[] = [];
@@ -145,11 +160,13 @@ export class LayerContent {
     for (let i = first; i <= last; i++) wanted.push(i);
     const sequential = offset === 0 || this.lastEnd.get(node) === offset;
     // Internal reads (the DiffID proof) are not a workload's access order.
-    if (!internal && !this.lastEnd.has(node)) this.opts.onFirstRead?.(node);
+    const firstRead = !internal && !this.lastEnd.has(node);
+    if (firstRead) this.opts.onFirstRead?.(node);
     this.lastEnd.set(node, end);
     const ahead = sequential ? this.readaheadAfter(node, last) : [];
     const { results, missed } = this.obtain(node, wanted, ahead);
     if (missed && !internal && fileSize <= (this.opts.wholeFileBytes ?? 0)) this.fetchWholeFile(node, first, last);
+    if (firstRead && (this.opts.wholeFileBytes ?? 0) > 0) this.fetchDirAhead(node);
     const parts = await abortable(Promise.all(results), signal);
     const out: Buffer[] = [];
     for (let k = 0; k < wanted.length; k++) {
@@ -283,6 +300,51 @@ export class LayerContent {
     this.pumpWholeFiles();
   }
 
+  /**
+   * `node` is read for the first time: if the file its directory had read for the first time before was the
+   * regular file just before it (a walk in name order), fetch the files after it that are not local or on their
+   * way, up to DIR_AHEAD_BYTES (see there). Called on hits too, so the walk keeps the next files coming.
+   */
+  private fetchDirAhead(node: number): void {
+    const tree = this.tree;
+    const dir = tree.parentOf(node);
+    const i = tree.indexInParent(node);
+    if (i < 0) return;
+    const prev = this.lastFirstRead.get(dir);
+    if (this.lastFirstRead.size >= DIR_AHEAD_MEMORY && prev === undefined) this.lastFirstRead.clear();
+    this.lastFirstRead.set(dir, i);
+    if (prev === undefined || prev >= i || i - prev > DIR_AHEAD_SCAN) return;
+    const isFile = (n: number) => (tree.modeOf(n) & S_IFMT) === S_IFREG;
+    for (let k = prev + 1; k < i; k++) if (isFile(tree.childNode(dir, k)) && tree.sizeOf(tree.childNode(dir, k)) > 0) return;
+    const items: Pending[] = [];
+    let bytes = 0;
+    let span = 0;
+    const end = Math.min(tree.childCount(dir), i + 1 + DIR_AHEAD_SCAN);
+    for (let k = i + 1; k < end && bytes < DIR_AHEAD_BYTES && span < 2 * DIR_AHEAD_BYTES; k++) {
+      const f = tree.childNode(dir, k);
+      if (!isFile(f) || tree.sizeOf(f) > DIR_AHEAD_FILE) continue;
+      for (let c = 0; c < tree.chunkCount(f); c++) {
+        const chunk = tree.chunk(f, c);
+        if (chunk.zeros) continue;
+        span += chunk.end - chunk.start;
+        if (this.cache.has(chunk.digest) || this.cache.isLocal(chunk.digest)) continue;
+        items.push(this.speculative(f, chunk));
+        bytes += chunk.end - chunk.start;
+      }
+    }
+    if (items.length > 0) void this.fill(items);
+  }
+
+  /** A fetch nobody waits for yet, which readers join (tracked until it settles); a failure surfaces on read. */
+  private speculative(node: number, chunk: ChunkView): Pending {
+    let resolve!: (b: Buffer) => void;
+    let reject!: (e: unknown) => void;
+    const p = new Promise<Buffer>((res, rej) => { resolve = res; reject = rej; });
+    p.catch(() => {});
+    this.cache.track(chunk.digest, p);
+    return { node, chunk, resolve, reject };
+  }
+
   /** Start queued whole-file requests while fewer than WHOLE_FILE_INFLIGHT are in flight. */
   private pumpWholeFiles(): void {
     while (this.wholeInflight < WHOLE_FILE_INFLIGHT && this.wholeQueue.length > 0) {
@@ -292,12 +354,7 @@ export class LayerContent {
         const c = this.tree.chunk(node, i);
         // Readers may have fetched some meanwhile (a later fault jumps the queue with a request of its own).
         if (this.cache.has(c.digest) || this.cache.isLocal(c.digest)) continue;
-        let resolve!: (b: Buffer) => void;
-        let reject!: (e: unknown) => void;
-        const p = new Promise<Buffer>((res, rej) => { resolve = res; reject = rej; });
-        p.catch(() => { /* a failure surfaces when the chunk is read */ });
-        this.cache.track(c.digest, p);
-        items.push({ node, chunk: c, resolve, reject });
+        items.push(this.speculative(node, c));
       }
       if (items.length === 0) continue;
       this.wholeInflight++;

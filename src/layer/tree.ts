@@ -101,6 +101,12 @@ export class LayerTree {
     return this.a.entryNode[this.a.dirFirst[dir]! + i]!;
   }
 
+  /** Position of `node`'s first name among its directory's entries, in name order (-1 for the root). */
+  indexInParent(node: number): number {
+    const e = this.a.nodeEntry[node]!;
+    return e < 0 ? -1 : e - this.a.dirFirst[this.a.entryDir[e]!]!;
+  }
+
   /** The directory containing `node`'s first name (the root is its own parent). */
   parentOf(node: number): number {
     const e = this.a.nodeEntry[node]!;

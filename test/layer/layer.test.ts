@@ -212,6 +212,38 @@ describe('layer: content', () => {
     assert.ok(src.bytes <= blob.length, 'no chunk fetched twice');
   });
 
+  it('fetches the next files of a directory walked in name order before they are read', async () => {
+    const fx = loadFixtures().find((f) => f.name === 'many-files')!;
+    const { tree, blob } = await openFixture(fx);
+    // The directory with the most non-empty regular files, in name order.
+    let best: number[] = [];
+    const walk = (dir: number) => {
+      const files: number[] = [];
+      for (let i = 0; i < tree.childCount(dir); i++) {
+        const n = tree.childNode(dir, i);
+        if (tree.isDir(n)) walk(n);
+        else if ((tree.modeOf(n) & S_IFMT) === S_IFREG && tree.sizeOf(n) > 0) files.push(n);
+      }
+      if (files.length > best.length) best = files;
+    };
+    walk(0);
+    assert.ok(best.length >= 6, `${fx.name} has a directory of at least 6 files`);
+    const readAll = async (content: LayerContent) => {
+      for (const n of best) await content.read(n, 0, tree.sizeOf(n));
+    };
+    const plain = new CountingSource(blob);
+    await readAll(new LayerContent(tree, plain, new ChunkCache(64 << 20), { name: fx.name, readaheadBytes: 0 }));
+    assert.ok(plain.calls >= best.length - 2, `without it, about one fetch per file (${plain.calls} for ${best.length}; identical files share chunks)`);
+    const src = new CountingSource(blob);
+    await readAll(new LayerContent(tree, src, new ChunkCache(64 << 20), { name: fx.name, readaheadBytes: 0, wholeFileBytes: 16 << 20 }));
+    assert.ok(src.calls <= 4, `${src.calls} fetches for a walk over ${best.length} files`);
+    // Read out of name order, nothing is fetched ahead.
+    const shuffled = new CountingSource(blob);
+    const content = new LayerContent(tree, shuffled, new ChunkCache(64 << 20), { name: fx.name, readaheadBytes: 0, wholeFileBytes: 16 << 20 });
+    for (const n of [...best].reverse()) await content.read(n, 0, tree.sizeOf(n));
+    assert.equal(shuffled.calls, plain.calls);
+  });
+
   it('does not fetch files bigger than wholeFileBytes whole', async () => {
     const fx = loadFixtures().find((f) => f.name === 'big-chunked')!;
     const { tree, blob } = await openFixture(fx);

@@ -26,8 +26,8 @@
 // BENCH_NORMAL=skip (tocfs variants only, no ratio), BENCH_DAEMON_NODE_OPTIONS (NODE_OPTIONS of the daemon).
 import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, symlinkSync, writeFileSync, writeSync } from 'node:fs';
-import { cpus, loadavg, tmpdir } from 'node:os';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, symlinkSync, writeFileSync, writeSync } from 'node:fs';
+import { cpus, loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
@@ -35,35 +35,25 @@ import { parseRegistriesConf, RegistriesConf, RegistryClient } from '../src/regi
 import { CLI } from '../test/helpers/cli.js';
 import { startDaemon, type DaemonHandle } from '../test/helpers/daemon.js';
 import { buildImage, pushImage, type BuiltImage } from '../test/helpers/image-builder.js';
-import { Podman } from '../test/helpers/podman.js';
+import { Podman, podmanRunArgv } from '../test/helpers/podman.js';
 import { startRegistry, type RegistryServer } from '../test/helpers/registry-server.js';
+import { envNumber, startBenchRun } from './lib/bench-run.js';
 import { calibrate, describePhase, startLinkProxy, type LinkProxy, type PhaseCounters } from './lib/link-proxy.js';
-import { alsLayerCount, dropCaches, hostPodmanRun, runUntilMarker, timed } from './lib/podman-run.js';
+import { dropCaches, runUntilMarker, timed } from './lib/podman-run.js';
 
 const execFileP = promisify(execFile);
 
 // ---------------------------------------------------------------------------------------------------------
 // Parameters
 
-function envNumber(name: string, fallback: number, check: (v: number) => boolean, what: string): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return fallback;
-  const v = Number(raw);
-  if (!Number.isFinite(v) || !check(v)) {
-    console.error(`bench:coldstart: ${name}=${JSON.stringify(raw)} is not ${what}`);
-    process.exit(2);
-  }
-  return v;
-}
-
-const IMAGE_MIB = envNumber('BENCH_IMAGE_MIB', 256, (v) => v >= 16 && v <= 4096, 'a size in MiB between 16 and 4096');
-const LATENCY_MS = envNumber('BENCH_LATENCY_MS', 20, (v) => v >= 0 && v <= 1000, 'a one-way latency in ms between 0 and 1000');
-const MBIT = envNumber('BENCH_MBIT', 100, (v) => v >= 0, 'a bandwidth in Mbit/s (0 = no cap)');
-const READ_FRACTION = envNumber('BENCH_READ_FRACTION', 0.1, (v) => v > 0 && v <= 1, 'a fraction in (0, 1]');
+const IMAGE_MIB = envNumber('bench:coldstart', 'BENCH_IMAGE_MIB', 256, (v) => v >= 16 && v <= 4096, 'a size in MiB between 16 and 4096');
+const LATENCY_MS = envNumber('bench:coldstart', 'BENCH_LATENCY_MS', 20, (v) => v >= 0 && v <= 1000, 'a one-way latency in ms between 0 and 1000');
+const MBIT = envNumber('bench:coldstart', 'BENCH_MBIT', 100, (v) => v >= 0, 'a bandwidth in Mbit/s (0 = no cap)');
+const READ_FRACTION = envNumber('bench:coldstart', 'BENCH_READ_FRACTION', 0.1, (v) => v > 0 && v <= 1, 'a fraction in (0, 1]');
 /** Parallel readers in the container (xargs -P); 1 is a plain sequential reader, like most program starts. */
-const READERS = envNumber('BENCH_READERS', 1, (v) => Number.isInteger(v) && v >= 1 && v <= 64, 'a reader count between 1 and 64');
-const RUNS = envNumber('BENCH_RUNS', 1, (v) => Number.isInteger(v) && v >= 1 && v <= 10, 'a run count between 1 and 10');
-const TIMEOUT_S = envNumber('BENCH_TIMEOUT_S', 900, (v) => v >= 60, 'a timeout of at least 60 s');
+const READERS = envNumber('bench:coldstart', 'BENCH_READERS', 1, (v) => Number.isInteger(v) && v >= 1 && v <= 64, 'a reader count between 1 and 64');
+const RUNS = envNumber('bench:coldstart', 'BENCH_RUNS', 1, (v) => Number.isInteger(v) && v >= 1 && v <= 10, 'a run count between 1 and 10');
+const TIMEOUT_S = envNumber('bench:coldstart', 'BENCH_TIMEOUT_S', 900, (v) => v >= 60, 'a timeout of at least 60 s');
 const LOG_DIR = process.env.BENCH_LOG_DIR;
 /** `skip`: measure the tocfs variants only (for iterating on tocfs; no ratio is printed). */
 const SKIP_NORMAL = process.env.BENCH_NORMAL === 'skip';
@@ -327,10 +317,10 @@ async function runSide(side: string, tag: string, p: Podman, ref: string, proxy:
   const pull = await timed(() => p.podman(['pull', '-q', ref], 240_000));
   const runCounters = proxy.phase(`${tag}:run`);
   let afterCounters = runCounters;
-  const run = await runUntilMarker(hostPodmanRun(ref, READ_COMMAND), p.env, DONE_MARKER, 240_000, () => { afterCounters = proxy.phase(`${tag}:after`); });
+  const run = await runUntilMarker(podmanRunArgv(ref, READ_COMMAND), p.env, DONE_MARKER, 240_000, () => { afterCounters = proxy.phase(`${tag}:after`); });
   return {
     side, pullS: pull.s, runS: run.doneS, runExitS: run.exitS, pull: pullCounters, run: runCounters, after: afterCounters,
-    output: run.output, alsLayers: alsLayerCount(p.graphroot), load: loadBefore,
+    output: run.output, alsLayers: p.alsLayerCount(), load: loadBefore,
   };
 }
 
@@ -427,19 +417,8 @@ async function main(): Promise<number> {
   podmanVersion = (await execFileP('podman', ['--version'])).stdout.trim().replace(/^podman version /, '');
   tocfsVersion = await describeCheckout();
   say(`bench:coldstart: ${IMAGE_MIB} MiB image, ${LATENCY_MS} ms one-way latency, ${MBIT || 'unlimited'} Mbit/s, read fraction ${READ_FRACTION}, ${READERS} reader(s), ${RUNS} run(s); load ${load()}`);
-  const work = mkdtempSync(join(tmpdir(), 'tocfs-bench-coldstart-'));
-  const cleanups: (() => Promise<void>)[] = [];
-  const cleanup = async (): Promise<void> => {
-    for (const c of cleanups.reverse()) await c().catch((err: unknown) => console.error(`cleanup: ${(err as Error).message}`));
-    cleanups.length = 0;
-    rmSync(work, { recursive: true, force: true });
-  };
-  const watchdog = setTimeout(() => {
-    console.error(`bench:coldstart: no result after ${TIMEOUT_S} s; aborting`);
-    void cleanup().finally(() => process.exit(1));
-  }, TIMEOUT_S * 1000);
-  watchdog.unref();
-  process.once('SIGINT', () => { void cleanup().finally(() => process.exit(130)); });
+  const bench = startBenchRun('bench:coldstart', TIMEOUT_S);
+  const { work, cleanups } = bench;
   try {
     const registry: RegistryServer = await startRegistry();
     cleanups.push(() => registry.stop());
@@ -517,8 +496,7 @@ async function main(): Promise<number> {
     console.log(`\nload average after: ${load()}; wall time ${elapsed()}`);
     return ok ? 0 : 1;
   } finally {
-    clearTimeout(watchdog);
-    await cleanup();
+    await bench.finish();
   }
 }
 

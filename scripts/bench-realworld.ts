@@ -25,32 +25,22 @@
 // (default 7200), BENCH_TOCFS_TOML (config lines for every tocfs side,
 // separated by ';').
 import { execFile } from 'node:child_process';
-import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { cpus, loadavg, tmpdir } from 'node:os';
+import { existsSync, lstatSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { CLI } from '../test/helpers/cli.js';
 import { startDaemon, type DaemonHandle } from '../test/helpers/daemon.js';
-import { Podman } from '../test/helpers/podman.js';
+import { Podman, PODMAN_RUN_FLAGS, podmanRunArgv } from '../test/helpers/podman.js';
 import { debian13Root, Debian13Chroot, Podman5 } from '../test/helpers/podman5.js';
 import { startRegistry, type RegistryServer } from '../test/helpers/registry-server.js';
+import { envNumber, startBenchRun } from './lib/bench-run.js';
 import { calibrate, describePhase, startLinkProxy, type LinkProxy, type PhaseCounters } from './lib/link-proxy.js';
-import { alsLayerCount, dropCaches, hostPodmanRun, PODMAN_RUN_FLAGS, runUntilMarker, timed, type MarkedRun } from './lib/podman-run.js';
+import { dropCaches, runUntilMarker, timed, type MarkedRun } from './lib/podman-run.js';
 import { DONE_MARKER, WORKLOADS, workloadLayers, writeOciLayout, type Workload, type WorkloadLayers } from './lib/realworld-images.js';
 
 const execFileP = promisify(execFile);
 const MiB = 1 << 20;
-
-function envNumber(name: string, fallback: number, check: (v: number) => boolean, what: string): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return fallback;
-  const v = Number(raw);
-  if (!Number.isFinite(v) || !check(v)) {
-    console.error(`bench:realworld: ${name}=${JSON.stringify(raw)} is not ${what}`);
-    process.exit(2);
-  }
-  return v;
-}
 
 function envList<T extends string>(name: string, all: readonly T[], fallback: readonly T[]): T[] {
   const raw = process.env[name];
@@ -72,10 +62,10 @@ const SIDE_LABEL: Record<Side, string> = {
   nobg: 'tocfs, background_fetch off', hinted: 'tocfs hinted (tocfs hint)', warm: 'tocfs warm (restarted)',
 };
 
-const MBIT = envNumber('BENCH_MBIT', 100, (v) => v >= 0, 'a bandwidth in Mbit/s (0 = no cap)');
-const LATENCY_MS = envNumber('BENCH_LATENCY_MS', 20, (v) => v >= 0 && v <= 1000, 'a one-way latency in ms between 0 and 1000');
-const RUNS = envNumber('BENCH_RUNS', 3, (v) => Number.isInteger(v) && v >= 1 && v <= 10, 'a run count between 1 and 10');
-const TIMEOUT_S = envNumber('BENCH_TIMEOUT_S', 7200, (v) => v >= 60, 'a timeout of at least 60 s');
+const MBIT = envNumber('bench:realworld', 'BENCH_MBIT', 100, (v) => v >= 0, 'a bandwidth in Mbit/s (0 = no cap)');
+const LATENCY_MS = envNumber('bench:realworld', 'BENCH_LATENCY_MS', 20, (v) => v >= 0 && v <= 1000, 'a one-way latency in ms between 0 and 1000');
+const RUNS = envNumber('bench:realworld', 'BENCH_RUNS', 3, (v) => Number.isInteger(v) && v >= 1 && v <= 10, 'a run count between 1 and 10');
+const TIMEOUT_S = envNumber('bench:realworld', 'BENCH_TIMEOUT_S', 7200, (v) => v >= 60, 'a timeout of at least 60 s');
 const WORKLOAD_NAMES = envList('BENCH_WORKLOADS', WORKLOADS.map((w) => w.name), WORKLOADS.map((w) => w.name));
 const SIDES_WANTED = envList('BENCH_SIDES', SIDES, SIDES);
 const CACHE_DIR = process.env.BENCH_REALWORLD_CACHE ?? '/var/cache/tocfs/realworld';
@@ -174,8 +164,8 @@ async function fullSide(ctx: Ctx, w: PushedWorkload, run: number): Promise<SideR
   const ref = `${ctx.proxy.host}/${w.gzip}`;
   try {
     const m = await measure(ctx, `${w.workload.name}.full.${run}`, () => p.podman(['pull', '-q', ref], RUN_TIMEOUT_MS),
-      (onDone) => runUntilMarker(hostPodmanRun(ref, w.workload.command), p.env, DONE_MARKER, RUN_TIMEOUT_MS, onDone));
-    const als = alsLayerCount(p.graphroot);
+      (onDone) => runUntilMarker(podmanRunArgv(ref, w.workload.command), p.env, DONE_MARKER, RUN_TIMEOUT_MS, onDone));
+    const als = p.alsLayerCount();
     const problem = checkOutput(w, m.output) ?? (als !== 0 ? `${als} layers came from an additional layer store` : undefined);
     return result(ctx, w, 'full', run, m, als, problem);
   } finally {
@@ -216,8 +206,8 @@ async function tocfsSide(ctx: Ctx, w: PushedWorkload, run: number, side: Side, o
   const ref = `${ctx.proxy.host}/${opts.repo ?? w.zstd}`;
   try {
     const m = await measure(ctx, `${w.workload.name}.${side}.${run}`, () => p.podman(['pull', '-q', ref], RUN_TIMEOUT_MS),
-      (onDone) => runUntilMarker(hostPodmanRun(ref, w.workload.command), p.env, DONE_MARKER, RUN_TIMEOUT_MS, onDone));
-    const als = alsLayerCount(p.graphroot);
+      (onDone) => runUntilMarker(podmanRunArgv(ref, w.workload.command), p.env, DONE_MARKER, RUN_TIMEOUT_MS, onDone));
+    const als = p.alsLayerCount();
     const problem = checkOutput(w, m.output) ?? (als !== w.layers.tars.length ? `only ${als} of ${w.layers.tars.length} layers were served by tocfs` : undefined);
     const reads = (await execFileP(process.execPath, [CLI, 'reads', '--root', daemon.root, ref], { maxBuffer: 64 << 20 })).stdout;
     return { result: result(ctx, w, side, run, m, als, problem), dir, reads };
@@ -385,19 +375,8 @@ async function main(): Promise<number> {
   }
   say(`bench:realworld: workloads ${WORKLOAD_NAMES.join(', ')}; sides ${SIDES_WANTED.join(', ')}; ${TOCFS_TOML ? `tocfs config + ${JSON.stringify(TOCFS_TOML)}; ` : ''}${RUNS} run(s); ${MBIT} Mbit/s, ${LATENCY_MS} ms each way; cache ${CACHE_DIR}`);
   mkdirSync(join(CACHE_DIR, 'registry', 'storage'), { recursive: true });
-  const work = mkdtempSync(join(tmpdir(), 'tocfs-bench-realworld-'));
-  const cleanups: (() => Promise<void>)[] = [];
-  const cleanup = async (): Promise<void> => {
-    for (const c of cleanups.reverse()) await c().catch((err: unknown) => console.error(`cleanup: ${(err as Error).message}`));
-    cleanups.length = 0;
-    rmSync(work, { recursive: true, force: true });
-  };
-  const watchdog = setTimeout(() => {
-    console.error(`bench:realworld: no result after ${TIMEOUT_S} s; aborting`);
-    void cleanup().finally(() => process.exit(1));
-  }, TIMEOUT_S * 1000);
-  watchdog.unref();
-  process.once('SIGINT', () => { void cleanup().finally(() => process.exit(130)); });
+  const bench = startBenchRun('bench:realworld', TIMEOUT_S);
+  const { work, cleanups } = bench;
   try {
     const root5 = await debian13Root();
     const chroot = await Debian13Chroot.start(root5, [work]);
@@ -443,8 +422,7 @@ async function main(): Promise<number> {
     console.log(`\nwall time ${elapsed()}`);
     return ok ? 0 : 1;
   } finally {
-    clearTimeout(watchdog);
-    await cleanup();
+    await bench.finish();
   }
 }
 

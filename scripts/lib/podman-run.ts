@@ -1,41 +1,18 @@
 // What the cold-start benchmarks do around podman: drop caches, time a phase, and run a container until its
-// workload prints a done marker (bench:coldstart, bench:realworld).
+// workload prints a done marker (bench:coldstart, bench:realworld). How to run podman here: test/helpers/podman.ts.
 import { execFile, spawn } from 'node:child_process';
-import { existsSync, readdirSync } from 'node:fs';
-import { join } from 'node:path';
 import { promisify } from 'node:util';
 
 const execFileP = promisify(execFile);
 
-/** The flags `podman run` needs on these machines (environment.md): no cgroups, no network, explicit ulimits. */
-export const PODMAN_RUN_FLAGS = ['--rm', '--cgroups=disabled', '--network=none', '--ulimit', 'nofile=1024:1024', '--ulimit', 'nproc=1024:1024'];
-
 export async function dropCaches(): Promise<void> {
   await execFileP('sh', ['-c', 'sync; echo 3 > /proc/sys/vm/drop_caches'], { timeout: 120_000 });
-}
-
-/** c/storage layers (under an overlay graphroot) whose diff is an additional layer store's directory. */
-export function alsLayerCount(graphroot: string): number {
-  const dir = join(graphroot, 'overlay');
-  if (!existsSync(dir)) return 0;
-  return readdirSync(dir).filter((d) => existsSync(join(dir, d, 'additionallayer'))).length;
 }
 
 export async function timed<T>(fn: () => Promise<T>): Promise<{ value: T; s: number }> {
   const t = performance.now();
   const value = await fn();
   return { value, s: (performance.now() - t) / 1000 };
-}
-
-const quote = (a: string): string => `'${a.replace(/'/g, `'\\''`)}'`;
-
-/**
- * The host's podman (4.3.1) run the way this machine needs it: in a private mount namespace with a pure cgroup2
- * /sys/fs/cgroup (test/helpers/podman.ts does the same).
- */
-export function hostPodmanRun(ref: string, command: string[]): string[] {
-  const quoted = ['podman', 'run', ...PODMAN_RUN_FLAGS, ref, ...command].map(quote).join(' ');
-  return ['unshare', '-m', 'sh', '-c', `mount --make-rprivate / && umount -l /sys/fs/cgroup && mount -t cgroup2 none /sys/fs/cgroup && exec ${quoted}`];
 }
 
 export interface MarkedRun {

@@ -40,6 +40,11 @@ export class ChunkCache {
     return this.lru.has(digest) || (this.disk?.has(digest) ?? false);
   }
 
+  /** In memory, on disk or on its way: what a speculative fetch (whole files, siblings, walks) skips. */
+  present(digest: string): boolean {
+    return this.has(digest) || (this.disk?.has(digest) ?? false);
+  }
+
   set(digest: string, data: Buffer): void {
     if (data.length <= Math.floor(this.maxBytes / 4)) this.lru.set(digest, data);
   }

@@ -1,6 +1,6 @@
 import { TocfsError } from '../util/index.js';
 import type { ChunkCache } from './cache.js';
-import { S_IFMT, S_IFREG, type ChunkView, type LayerTree } from './tree.js';
+import type { ChunkView, LayerTree } from './tree.js';
 import { layerWork, type LayerWork } from './work.js';
 
 /** The seam to compressed bytes (design.md §2): a registry blob, a local file, a cache. */
@@ -116,6 +116,8 @@ export class LayerContent {
   /** Where each file's last read ended: a read starting there is sequential and earns readahead. */
   private readonly lastEnd = new Map<number, number>();
   private readonly readahead: number;
+  /** See ContentOptions.wholeFileBytes (0: off). */
+  private readonly wholeFile: number;
   private readonly maxChunk: number;
   private readonly timeoutMs: number;
   private readonly work: LayerWork;
@@ -138,6 +140,7 @@ export class LayerContent {
     private readonly opts: ContentOptions,
   ) {
     this.readahead = opts.readaheadBytes ?? 4 << 20;
+    this.wholeFile = opts.wholeFileBytes ?? 0;
     this.maxChunk = opts.maxChunkBytes ?? MAX_CHUNK_DEFAULT;
     this.timeoutMs = opts.fetchTimeoutMs ?? 30_000;
     this.work = opts.work ?? layerWork();
@@ -165,8 +168,8 @@ export class LayerContent {
     this.lastEnd.set(node, end);
     const ahead = sequential ? this.readaheadAfter(node, last) : [];
     const { results, missed } = this.obtain(node, wanted, ahead);
-    if (missed && !internal && fileSize <= (this.opts.wholeFileBytes ?? 0)) this.fetchWholeFile(node, first, last);
-    if (firstRead && (this.opts.wholeFileBytes ?? 0) > 0) this.fetchDirAhead(node);
+    if (missed && !internal && fileSize <= this.wholeFile) this.fetchWholeFile(node, first, last);
+    if (firstRead && this.wholeFile > 0) this.fetchDirAhead(node);
     const parts = await abortable(Promise.all(results), signal);
     const out: Buffer[] = [];
     for (let k = 0; k < wanted.length; k++) {
@@ -199,12 +202,9 @@ export class LayerContent {
         waits.push(inflight.catch(() => undefined));
         continue;
       }
-      let resolve!: (b: Buffer) => void;
-      let reject!: (e: unknown) => void;
-      const p = new Promise<Buffer>((res, rej) => { resolve = res; reject = rej; });
-      p.catch(() => {});
-      items.push({ node, chunk: c, resolve, reject, background: true });
-      waits.push(this.cache.track(c.digest, p));
+      const { item, promise } = this.newFetch(node, c, true);
+      items.push(item);
+      waits.push(promise);
     }
     const { bytes, writes } = items.length > 0 ? await this.fetch(items) : { bytes: 0, writes: [] };
     await Promise.all(waits);
@@ -240,11 +240,9 @@ export class LayerContent {
     const results: Promise<Buffer | undefined>[] = [];
     const toFetch: Pending[] = [];
     const schedule = (c: ChunkView, of = node): Promise<Buffer> => {
-      let resolve!: (b: Buffer) => void;
-      let reject!: (e: unknown) => void;
-      const p = new Promise<Buffer>((res, rej) => { resolve = res; reject = rej; });
-      toFetch.push({ node: of, chunk: c, resolve, reject });
-      return this.cache.track(c.digest, p);
+      const { item, promise } = this.newFetch(of, c);
+      toFetch.push(item);
+      return promise;
     };
     for (const i of wanted) {
       const c = this.tree.chunk(node, i);
@@ -262,11 +260,11 @@ export class LayerContent {
     }
     for (const i of ahead) {
       const c = this.tree.chunk(node, i);
-      if (!this.cache.has(c.digest)) schedule(c).catch(() => { /* readahead failures surface when read */ });
+      if (!this.cache.has(c.digest)) schedule(c);
     }
     if (toFetch.length > 0) {
       for (const { node: sibling, chunk } of this.siblings(node)) {
-        schedule(chunk, sibling).catch(() => { /* a sibling's failure surfaces when it is read */ });
+        schedule(chunk, sibling);
       }
       void this.fill(toFetch);
     }
@@ -287,7 +285,7 @@ export class LayerContent {
       const i = (last + 1 + k) % n;
       if (i >= first && i <= last) continue;
       const c = this.tree.chunk(node, i);
-      if (c.zeros || this.cache.has(c.digest) || this.cache.isLocal(c.digest)) continue;
+      if (c.zeros || this.cache.present(c.digest)) continue;
       if (batch.length > 0 && bytes + (c.end - c.start) > WHOLE_FILE_BATCH) {
         this.wholeQueue.push({ node, indexes: batch });
         batch = [];
@@ -314,35 +312,37 @@ export class LayerContent {
     if (this.lastFirstRead.size >= DIR_AHEAD_MEMORY && prev === undefined) this.lastFirstRead.clear();
     this.lastFirstRead.set(dir, i);
     if (prev === undefined || prev >= i || i - prev > DIR_AHEAD_SCAN) return;
-    const isFile = (n: number) => (tree.modeOf(n) & S_IFMT) === S_IFREG;
-    for (let k = prev + 1; k < i; k++) if (isFile(tree.childNode(dir, k)) && tree.sizeOf(tree.childNode(dir, k)) > 0) return;
+    for (let k = prev + 1; k < i; k++) if (tree.isRegular(tree.childNode(dir, k)) && tree.sizeOf(tree.childNode(dir, k)) > 0) return;
     const items: Pending[] = [];
     let bytes = 0;
     let span = 0;
     const end = Math.min(tree.childCount(dir), i + 1 + DIR_AHEAD_SCAN);
     for (let k = i + 1; k < end && bytes < DIR_AHEAD_BYTES && span < 2 * DIR_AHEAD_BYTES; k++) {
       const f = tree.childNode(dir, k);
-      if (!isFile(f) || tree.sizeOf(f) > DIR_AHEAD_FILE) continue;
+      if (!tree.isRegular(f) || tree.sizeOf(f) > DIR_AHEAD_FILE) continue;
       for (let c = 0; c < tree.chunkCount(f); c++) {
         const chunk = tree.chunk(f, c);
         if (chunk.zeros) continue;
         span += chunk.end - chunk.start;
-        if (this.cache.has(chunk.digest) || this.cache.isLocal(chunk.digest)) continue;
-        items.push(this.speculative(f, chunk));
+        if (this.cache.present(chunk.digest)) continue;
+        items.push(this.newFetch(f, chunk).item);
         bytes += chunk.end - chunk.start;
       }
     }
     if (items.length > 0) void this.fill(items);
   }
 
-  /** A fetch nobody waits for yet, which readers join (tracked until it settles); a failure surfaces on read. */
-  private speculative(node: number, chunk: ChunkView): Pending {
+  /**
+   * A fetch of `chunk` that readers join: tracked in the cache until it settles, its settling handed to whoever
+   * sends `item`. A failure reaches whoever reads the chunk, never the process as an unhandled rejection (readahead,
+   * siblings and speculative fetches have no reader yet).
+   */
+  private newFetch(node: number, chunk: ChunkView, background = false): { item: Pending; promise: Promise<Buffer> } {
     let resolve!: (b: Buffer) => void;
     let reject!: (e: unknown) => void;
     const p = new Promise<Buffer>((res, rej) => { resolve = res; reject = rej; });
     p.catch(() => {});
-    this.cache.track(chunk.digest, p);
-    return { node, chunk, resolve, reject };
+    return { item: { node, chunk, resolve, reject, ...(background ? { background } : {}) }, promise: this.cache.track(chunk.digest, p) };
   }
 
   /** Start queued whole-file requests while fewer than WHOLE_FILE_INFLIGHT are in flight. */
@@ -353,8 +353,8 @@ export class LayerContent {
       for (const i of indexes) {
         const c = this.tree.chunk(node, i);
         // Readers may have fetched some meanwhile (a later fault jumps the queue with a request of its own).
-        if (this.cache.has(c.digest) || this.cache.isLocal(c.digest)) continue;
-        items.push(this.speculative(node, c));
+        if (this.cache.present(c.digest)) continue;
+        items.push(this.newFetch(node, c).item);
       }
       if (items.length === 0) continue;
       this.wholeInflight++;
@@ -377,11 +377,11 @@ export class LayerContent {
     const out: { node: number; chunk: ChunkView }[] = [];
     for (let i = 0; i < this.tree.childCount(dir) && budget > 0; i++) {
       const sibling = this.tree.childNode(dir, i);
-      if (sibling === node || (this.tree.modeOf(sibling) & S_IFMT) !== S_IFREG || this.tree.sizeOf(sibling) > SIBLING_MAX) continue;
+      if (sibling === node || !this.tree.isRegular(sibling) || this.tree.sizeOf(sibling) > SIBLING_MAX) continue;
       if (this.lastEnd.has(sibling)) continue; // read already: what it needs is cached or on its way
       for (let k = 0; k < this.tree.chunkCount(sibling); k++) {
         const c = this.tree.chunk(sibling, k);
-        if (c.zeros || this.cache.has(c.digest) || this.cache.isLocal(c.digest)) continue;
+        if (c.zeros || this.cache.present(c.digest)) continue;
         if (c.end - c.start > budget) return out;
         budget -= c.end - c.start;
         out.push({ node: sibling, chunk: c });

@@ -1,7 +1,6 @@
 import { TocfsError } from '../util/index.js';
 import type { LayerContent } from './content.js';
 import type { LayerTree } from './tree.js';
-import { S_IFMT, S_IFREG } from './tree.js';
 
 /** Files up to this size are fetched first: they cost a round trip each when a container reads them. */
 const SMALL_FILE = 256 << 10;
@@ -230,7 +229,7 @@ export class LayerPrefetcher {
    */
   private order(): FetchOrder {
     const tree = this.tree;
-    const isFile = (n: number) => (tree.modeOf(n) & S_IFMT) === S_IFREG && tree.chunkCount(n) > 0;
+    const isFile = (n: number) => tree.isRegular(n) && tree.chunkCount(n) > 0;
     const seen = new Uint8Array(tree.nodeCount);
     const files: number[] = [];
     const add = (n: number) => {

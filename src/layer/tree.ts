@@ -2,7 +2,7 @@ import type { LayerToc } from '../format/index.js';
 import type { Digest } from '../util/index.js';
 import { buildTreeIndex, type TreeFacts } from './tree-build.js';
 import type { TreeArrays, TreeIndex, TreeMeta } from './tree-index.js';
-import { S_IFDIR, S_IFMT, type ChunkView, type NodeAttr } from './tree-types.js';
+import { S_IFDIR, S_IFMT, S_IFREG, type ChunkView, type NodeAttr } from './tree-types.js';
 
 export { S_IFMT, S_IFDIR, S_IFREG, S_IFLNK, S_IFCHR, S_IFBLK, S_IFIFO, LayerTreeError, type NodeAttr, type ChunkView } from './tree-types.js';
 
@@ -44,6 +44,10 @@ export class LayerTree {
 
   isDir(node: number): boolean {
     return (this.a.mode[node]! & S_IFMT) === S_IFDIR;
+  }
+
+  isRegular(node: number): boolean {
+    return (this.a.mode[node]! & S_IFMT) === S_IFREG;
   }
 
   attr(node: number): NodeAttr {

@@ -6,7 +6,7 @@ import {
   ARTIFACT_TYPE_PREFETCH, layerKind, MEDIA_TYPE_SENTINEL, parsePrefetchArtifact, parsePrefetchHint, readLayerSections, type LayerSections,
 } from '../format/index.js';
 import {
-  ChunkCache, LayerContent, LayerPrefetcher, LayerTree, layerWork, nodeAt, S_IFMT, S_IFREG,
+  ChunkCache, LayerContent, LayerPrefetcher, LayerTree, layerWork, nodeAt,
   type BackgroundScheduler, type BlobSource, type ContentLogger, type IndexFiles, type LayerWork,
 } from '../layer/index.js';
 import {
@@ -455,7 +455,7 @@ export class Resolver {
         const scheduler = this.opts.scheduler;
         const early = [...access.adopt(await readBefore), ...hinted];
         prefetcher = async () => {
-          const attached = (await imageHint).map((p) => nodeAt(tree, p)).filter((n): n is number => n !== undefined && (tree.modeOf(n) & S_IFMT) === S_IFREG);
+          const attached = (await imageHint).map((p) => nodeAt(tree, p)).filter((n): n is number => n !== undefined && tree.isRegular(n));
           data.hintedFiles += attached.length;
           return new LayerPrefetcher(tree, content, scheduler, { firstNodes: [...early, ...attached] });
         };

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openChunkedLayer } from '../../src/format/index.js';
@@ -52,12 +52,6 @@ describe('e2e: podman 4.3.1 through tocfs (blob-digest lookups)', function () {
     rmSync(work, { recursive: true, force: true });
   });
 
-  /** c/storage layers whose diff is an ALS directory (they have an `additionallayer` file). */
-  function alsLayers(p: Podman): number {
-    const dir = join(p.graphroot, 'overlay');
-    return readdirSync(dir).filter((d) => existsSync(join(dir, d, 'additionallayer'))).length;
-  }
-
   async function mountedTree(p: Podman, r: string): Promise<string[]> {
     const m = (await p.podman(['image', 'mount', r])).trim();
     try {
@@ -69,8 +63,8 @@ describe('e2e: podman 4.3.1 through tocfs (blob-digest lookups)', function () {
   }
 
   it('pulls both layers through the store instead of downloading them', async () => {
-    assert.equal(alsLayers(als), 2);
-    assert.equal(alsLayers(plain), 0);
+    assert.equal(als.alsLayerCount(), 2);
+    assert.equal(plain.alsLayerCount(), 0);
     await daemon.waitForLog(/"msg":"layer resolved"/);
   });
 
@@ -126,7 +120,7 @@ describe('e2e: podman 4.3.1 through tocfs (blob-digest lookups)', function () {
     const mixed = new Podman(join(work, 'podman-mixed'), { als: daemon.mountpoint, insecureHosts: [registry.host] });
     try {
       await mixed.podman(['pull', '-q', mixedRef]);
-      assert.equal(alsLayers(mixed), 1);
+      assert.equal(mixed.alsLayerCount(), 1);
       assert.deepEqual(await mountedTree(mixed, mixedRef), await mountedTree(plain, ref));
     } finally {
       await mixed.cleanup();

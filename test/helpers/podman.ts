@@ -1,8 +1,20 @@
 import { execFile } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { run } from './cli.js';
 import { requireTool } from './tools.js';
+
+/** The flags `podman run` needs on these machines (environment.md): no cgroups, no network, explicit ulimits. */
+export const PODMAN_RUN_FLAGS = ['--rm', '--cgroups=disabled', '--network=none', '--ulimit', 'nofile=1024:1024', '--ulimit', 'nproc=1024:1024'];
+
+/**
+ * The command line of `podman run` the way this machine allows it (environment.md): in a private mount namespace
+ * with a pure cgroup2 /sys/fs/cgroup, with PODMAN_RUN_FLAGS.
+ */
+export function podmanRunArgv(image: string, command: string[]): string[] {
+  const quoted = ['podman', 'run', ...PODMAN_RUN_FLAGS, image, ...command].map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ');
+  return ['unshare', '-m', 'sh', '-c', `mount --make-rprivate / && umount -l /sys/fs/cgroup && mount -t cgroup2 none /sys/fs/cgroup && exec ${quoted}`];
+}
 
 /**
  * podman with a storage root, run root and configuration of its own (nothing of the machine's podman state is
@@ -35,22 +47,22 @@ export class Podman {
     return run('podman', args, { env: this.env, timeoutMs });
   }
 
-  /**
-   * `podman run` the way this machine allows (environment.md): a private mount namespace with a pure cgroup2
-   * /sys/fs/cgroup, no cgroups, no network, explicit ulimits.
-   */
+  /** `podman run` the way this machine allows (podmanRunArgv); resolves stdout. */
   run(image: string, command: string[], timeoutMs = 180_000): Promise<string> {
-    const quoted = [
-      'podman', 'run', '--rm', '--cgroups=disabled', '--network=none', '--ulimit', 'nofile=1024:1024', '--ulimit', 'nproc=1024:1024',
-      image, ...command,
-    ].map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ');
-    const script = `mount --make-rprivate / && umount -l /sys/fs/cgroup && mount -t cgroup2 none /sys/fs/cgroup && exec ${quoted}`;
+    const [cmd, ...args] = podmanRunArgv(image, command);
     return new Promise((resolve, reject) => {
-      execFile('unshare', ['-m', 'sh', '-c', script], { env: this.env, timeout: timeoutMs, maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
+      execFile(cmd!, args, { env: this.env, timeout: timeoutMs, maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
         if (err) reject(new Error(`podman run failed: ${stderr || err.message}`));
         else resolve(stdout);
       });
     });
+  }
+
+  /** c/storage layers whose diff is an additional layer store's directory (they have an `additionallayer` file). */
+  alsLayerCount(): number {
+    const dir = join(this.graphroot, 'overlay');
+    if (!existsSync(dir)) return 0;
+    return readdirSync(dir).filter((d) => existsSync(join(dir, d, 'additionallayer'))).length;
   }
 
   /** Remove every image and container and unmount what podman left, then its whole state. */

@@ -14,6 +14,7 @@ import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { PODMAN_RUN_FLAGS } from './podman.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 /** scripts/debian13-root.sh in the source tree (the compiled helper lives in <outDir>/test/helpers). */
@@ -195,8 +196,7 @@ export class Podman5 {
 
   /** `podman run` the way this machine allows (environment.md): no cgroups, no network, explicit ulimits. */
   run(image: string, command: string[], timeoutMs = 180_000): Promise<string> {
-    return this.podman(['run', '--rm', '--cgroups=disabled', '--network=none', '--ulimit', 'nofile=1024:1024', '--ulimit', 'nproc=1024:1024',
-      image, ...command], timeoutMs);
+    return this.podman(['run', ...PODMAN_RUN_FLAGS, image, ...command], timeoutMs);
   }
 
   /** A path printed by podman (e.g. by `podman image mount`) as this process can read it. */

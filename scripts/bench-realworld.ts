@@ -33,7 +33,7 @@ import { CLI } from '../test/helpers/cli.js';
 import { startDaemon, type DaemonHandle } from '../test/helpers/daemon.js';
 import { Podman, PODMAN_RUN_FLAGS, podmanRunArgv } from '../test/helpers/podman.js';
 import { debian13Root, Debian13Chroot, Podman5 } from '../test/helpers/podman5.js';
-import { startRegistry, type RegistryServer } from '../test/helpers/registry-server.js';
+import { freePort, startRegistry, type RegistryServer } from '../test/helpers/registry-server.js';
 import { envNumber, startBenchRun } from './lib/bench-run.js';
 import { calibrate, describePhase, startLinkProxy, type LinkProxy, type PhaseCounters } from './lib/link-proxy.js';
 import { dropCaches, runUntilMarker, timed, type MarkedRun } from './lib/podman-run.js';
@@ -199,9 +199,18 @@ interface TocfsRun {
   reads: string;
 }
 
-async function tocfsSide(ctx: Ctx, w: PushedWorkload, run: number, side: Side, opts: { dir?: string; toml?: string; repo?: string }): Promise<TocfsRun> {
+/**
+ * One tocfs side. `settle`: after the measurement, let the daemon finish its background fetch and DiffID proofs
+ * before it stops (bounded by SETTLE_MS), so that the warm side starts from what a node that pulled the image
+ * earlier has: every layer local and proven (without it, every warm start proved the layers again and served no
+ * file by passthrough, since passthrough waits for the proof).
+ */
+async function tocfsSide(ctx: Ctx, w: PushedWorkload, run: number, side: Side, opts: { dir?: string; toml?: string; repo?: string; settle?: boolean }): Promise<TocfsRun> {
   const dir = opts.dir ?? join(ctx.work, `tocfs-${w.workload.name}-${run}-${side}`);
-  const daemon: DaemonHandle = await startDaemon(dir, { insecureHosts: [ctx.proxy.host], extraConfig: TOCFS_TOML + (opts.toml ?? '') });
+  // With a log directory, the daemon's metrics (FUSE operations by opcode, fetches) are kept beside its log.
+  const metricsPort = LOG_DIR ? await freePort() : undefined;
+  const metricsToml = metricsPort ? `metrics_listen = "127.0.0.1:${metricsPort}"\n` : '';
+  const daemon: DaemonHandle = await startDaemon(dir, { insecureHosts: [ctx.proxy.host], extraConfig: TOCFS_TOML + metricsToml + (opts.toml ?? '') });
   const p = new Podman(join(ctx.work, `podman-${w.workload.name}-${run}-${side}`), { als: daemon.mountpoint, insecureHosts: [ctx.proxy.host] });
   const ref = `${ctx.proxy.host}/${opts.repo ?? w.zstd}`;
   try {
@@ -210,14 +219,39 @@ async function tocfsSide(ctx: Ctx, w: PushedWorkload, run: number, side: Side, o
     const als = p.alsLayerCount();
     const problem = checkOutput(w, m.output) ?? (als !== w.layers.tars.length ? `only ${als} of ${w.layers.tars.length} layers were served by tocfs` : undefined);
     const reads = (await execFileP(process.execPath, [CLI, 'reads', '--root', daemon.root, ref], { maxBuffer: 64 << 20 })).stdout;
+    if (opts.settle) await settle(daemon, w.layers.tars.length);
     return { result: result(ctx, w, side, run, m, als, problem), dir, reads };
   } finally {
+    if (LOG_DIR && metricsPort) await saveMetrics(metricsPort, join(LOG_DIR, `metrics-${w.workload.name}-${run}-${side}.txt`));
     await p.cleanup();
     await daemon.stop();
     if (LOG_DIR) {
       mkdirSync(LOG_DIR, { recursive: true });
       writeFileSync(join(LOG_DIR, `daemon-${w.workload.name}-${run}-${side}.log`), daemon.log());
     }
+  }
+}
+
+const SETTLE_MS = 600_000;
+
+async function settle(daemon: DaemonHandle, layers: number): Promise<void> {
+  const proven = new RegExp(Array.from({ length: layers }, () => '"msg":"DiffID proven"').join('[\\s\\S]*'));
+  const t0 = Date.now();
+  try {
+    await daemon.waitForLog(proven, SETTLE_MS);
+    say(`  (the plain daemon proved its ${layers} layers ${((Date.now() - t0) / 1000).toFixed(1)} s after the run; the warm side starts from there)`);
+  } catch {
+    say(`  (the plain daemon had not proved its ${layers} layers ${SETTLE_MS / 1000} s after the run: the warm side proves them again)`);
+  }
+}
+
+async function saveMetrics(port: number, file: string): Promise<void> {
+  try {
+    const res = await fetch(`http://127.0.0.1:${port}/metrics`);
+    mkdirSync(LOG_DIR!, { recursive: true });
+    writeFileSync(file, await res.text());
+  } catch (err) {
+    console.error(`could not save the daemon's metrics to ${file}: ${(err as Error).message}`);
   }
 }
 
@@ -242,7 +276,7 @@ async function runWorkload(ctx: Ctx, w: PushedWorkload, run: number, readsOut: M
   let plain: TocfsRun | undefined;
   if (want('plain') || want('warm') || want('hinted')) {
     await dropCaches();
-    plain = await tocfsSide(ctx, w, run, 'plain', {});
+    plain = await tocfsSide(ctx, w, run, 'plain', { settle: want('warm') });
     if (want('plain')) record(plain.result);
     readsOut.set(w.workload.name, plain.reads);
   }
@@ -250,6 +284,7 @@ async function runWorkload(ctx: Ctx, w: PushedWorkload, run: number, readsOut: M
   if (want('hinted') && plain) {
     const list = join(ctx.work, `reads-${w.workload.name}-${run}.txt`);
     writeFileSync(list, plain.reads);
+    if (LOG_DIR) writeFileSync(join(LOG_DIR, `reads-${w.workload.name}-${run}.txt`), plain.reads);
     // What a user does once per image: tocfs reads <ref> > list; tocfs hint <ref> list (straight to the registry).
     await execFileP(process.execPath, [CLI, 'hint', '--insecure', `${ctx.registry.host}/${w.hinted}`, list]);
     await dropCaches();

@@ -4,6 +4,7 @@ import {
   convertImage, ociDestination, ociSource, parseImageLocation, registryDestination, registrySource, tarSource,
   ConvertError, type ImageDestination, type ImageLocation, type ImageSource,
 } from '../convert/index.js';
+import { parseHintLine, type PrefetchHintList } from '../format/index.js';
 import type { RegistryClient } from '../registry/index.js';
 import { mib, ProgressLine } from './progress.js';
 import { registryClientFor, type RegistryFlags } from './registry-flags.js';
@@ -75,16 +76,34 @@ export function registerConvert(program: Command): void {
 
 /** A list of absolute paths, one per line; blank lines and # comments are skipped. `what` names it in errors. */
 export async function readPathList(file: string, what = '--prefetch'): Promise<string[]> {
+  return (await readHintList(file, what)).paths;
+}
+
+/**
+ * A list of absolute paths, one per line ('#' comments and blank lines skipped), each optionally followed by the
+ * byte ranges read of it (` @start-end,…`, as `tocfs reads` prints them).
+ */
+export async function readHintList(file: string, what: string): Promise<PrefetchHintList> {
   let text: string;
   try {
     text = file === '-' ? await readStdin() : await readFile(file, 'utf8');
   } catch (err) {
     throw new ConvertError('BAD_OPTION', `${what} ${file}: cannot read it (${(err as Error).message})`);
   }
-  const paths = text.split('\n').map((l) => l.trim()).filter((l) => l !== '' && !l.startsWith('#'));
-  const relative = paths.find((p) => !p.startsWith('/'));
-  if (relative !== undefined) {
-    throw new ConvertError('BAD_OPTION', `${what} ${file}: "${relative}" is not an absolute path; list paths as a container sees them, e.g. /usr/bin/python3`);
+  const lines = text.split('\n').map((l) => l.trim()).filter((l) => l !== '' && !l.startsWith('#'));
+  const hint: PrefetchHintList = { paths: [], ranges: new Map() };
+  for (const [i, line] of lines.entries()) {
+    let entry: ReturnType<typeof parseHintLine>;
+    try {
+      entry = parseHintLine(line);
+    } catch (err) {
+      throw new ConvertError('BAD_OPTION', `${what} ${file} line ${i + 1}: ${(err as Error).message}`);
+    }
+    if (!entry.path.startsWith('/')) {
+      throw new ConvertError('BAD_OPTION', `${what} ${file}: "${entry.path}" is not an absolute path; list paths as a container sees them, e.g. /usr/bin/python3`);
+    }
+    hint.paths.push(entry.path);
+    if (entry.ranges) hint.ranges.set(entry.path, entry.ranges);
   }
-  return paths;
+  return hint;
 }

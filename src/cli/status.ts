@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { join } from 'node:path';
 import { callControl, loadConfig, type DaemonStatus } from '../daemon/index.js';
+import { formatHintLine } from '../format/index.js';
 import type { LayerReads } from '../store/index.js';
 import { TocfsError } from '../util/index.js';
 import { mib } from './progress.js';
@@ -76,8 +77,8 @@ export function registerAuthHelper(program: Command): void {
 export function registerReads(program: Command): void {
   program
     .command('reads')
-    .description('the files containers read first from the layers the daemon serves, in that order; '
-      + 'feed them to `tocfs convert --prefetch` so every node fetches them first')
+    .description('the files containers read first from the layers the daemon serves, in that order, with " @start-end,…" '
+      + 'after files read only in part (the byte ranges read); feed them to `tocfs hint` or `tocfs convert --prefetch` so every node fetches them first')
     .argument('[ref]', 'only the layers looked up for this image reference (as podman names it, e.g. registry.example/app:1)')
     .option('--root <dir>', 'state directory of the daemon (default /var/lib/tocfs)')
     .option('--config <file>', 'config file (default /etc/tocfs/config.toml, if present)')
@@ -97,6 +98,12 @@ export function registerReads(program: Command): void {
         return;
       }
       const seen = new Set<string>();
-      for (const l of layers) for (const p of l.paths) if (!seen.has(p)) { seen.add(p); process.stdout.write(`${p}\n`); }
+      for (const l of layers) {
+        for (const p of l.paths) {
+          if (seen.has(p)) continue;
+          seen.add(p);
+          process.stdout.write(`${formatHintLine(p, l.ranges?.[p])}\n`);
+        }
+      }
     });
 }

@@ -10,6 +10,7 @@ import { cacheDirOf, type Config } from './config.js';
 import { startControl, type DaemonStatus } from './control.js';
 import { createLogger } from './log.js';
 import { Metrics } from './metrics.js';
+import { SeenRegistries } from './warm-up.js';
 
 export interface Daemon {
   session: FuseSession;
@@ -65,6 +66,7 @@ export async function startDaemon(cfg: Config, logger: Logger = createLogger(cfg
     // Chunks of neighbouring files are separated only by their tar headers' frames: fetch them as one range
     // (design §3: gaps up to ~64 KiB), instead of one part per file in a multipart answer.
     blobReader: { coalesceGapBytes: 64 << 10 },
+    configCacheDir: join(cfg.root, 'configs'),
     // A configured registries.conf replaces the system's, drop-ins included (so tests and sandboxes are hermetic).
     ...(cfg.registriesConf ? { registriesConfPaths: { path: cfg.registriesConf, dropInDir: `${cfg.registriesConf}.d` } } : {}),
   });
@@ -87,13 +89,18 @@ export async function startDaemon(cfg: Config, logger: Logger = createLogger(cfg
     batchBytes: cfg.backgroundBatchBytes, busyBatchBytes: Math.min(256 << 10, cfg.backgroundBatchBytes),
     activity: () => session?.stats.requests ?? 0,
   });
+  const seen = new SeenRegistries(join(cfg.root, 'registries.json'));
   const resolver = new Resolver({
     client, cache, blobDir: join(cfg.root, 'blobs'), indexDir: join(cfg.root, 'index'), readaheadBytes: cfg.readaheadBytes, dirPrefetchBytes: cfg.dirPrefetchBytes, wholeFileBytes: cfg.wholeFileBytes,
     logger: logger.child({ component: 'store' }), scheduler, stop: stop.signal, failureTtlMs: cfg.failureTtlSeconds * 1000,
     backgroundFetch: cfg.backgroundFetch, proof: cfg.diffidProof, accessDir: join(cfg.root, 'access'), proofDir: join(cfg.root, 'proven'),
     fetchTimeoutMs: cfg.fetchTimeoutSeconds * 1000, onFetch: metrics.onFetch,
     ...(assembled ? { onLayerLocal: (tree: LayerTree) => assembled.layerLocal(tree) } : {}),
+    onImage: (ref) => seen.record(ref),
   });
+  // A fresh start contacts the registries it used before (a server taking over a session has them warm already:
+  // its predecessor's lookups are what it answers).
+  if (!inherited) void seen.load().then((refs) => { for (const r of refs) void client.warmUp(r); });
   const journalPath = namespaceJournalPath(cfg);
   const journal = inherited?.resume ? NamespaceJournal.resume(journalPath) : NamespaceJournal.fresh(journalPath, Math.floor(Date.now() / 1000));
   const store = new LayerStore({

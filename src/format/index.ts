@@ -24,4 +24,7 @@ export { compressFrame, decompressFrames, skippableHeader } from './zstd.js';
 export { cleanAbsPath, goClean } from './paths.js';
 export { formatRfc3339Nano, parseRfc3339 } from './times.js';
 export { writeZstdChunked, type WriterOptions, type WriterResult, type BlobSink } from './writer.js';
-export { ANNOTATION_PREFETCH, ARTIFACT_TYPE_PREFETCH, PREFETCH_LIMITS, formatPrefetchHint, parsePrefetchHint, formatPrefetchArtifact, parsePrefetchArtifact } from './prefetch.js';
+export {
+  ANNOTATION_PREFETCH, ARTIFACT_TYPE_PREFETCH, PREFETCH_LIMITS, RANGE_LIMITS, formatPrefetchHint, parsePrefetchHint, formatPrefetchArtifact,
+  parsePrefetchArtifact, formatHintLine, parseHintLine, type HintRanges, type PrefetchHintList,
+} from './prefetch.js';

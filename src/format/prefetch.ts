@@ -49,24 +49,110 @@ export function parsePrefetchHint(annotations: Readonly<Record<string, string>> 
 
 /**
  * The same hint as an OCI artifact attached to an image (`tocfs hint`): the image's manifest and digests stay
- * untouched, so signed or digest-pinned images can carry it. Its blob is `{"paths": [...]}`: paths of the whole
- * image, each hinted in the layers whose tree has it as a regular file.
+ * untouched, so signed or digest-pinned images can carry it. Its blob is `{"paths": [...], "ranges": {...}}`: paths
+ * of the whole image, each hinted in the layers whose tree has it as a regular file; `ranges` (optional) names, for
+ * some of them, the byte ranges a container read: those parts go first, the rest of the file later (python maps
+ * 30 MiB libraries and touches a few hundred KiB of them).
  */
 export const ARTIFACT_TYPE_PREFETCH = 'application/vnd.tocfs.prefetch.v1+json';
 
-/** The artifact blob for `paths` (same limits as an annotation). */
-export function formatPrefetchArtifact(paths: readonly string[]): Buffer {
-  return Buffer.from(`{"paths":${formatPrefetchHint(paths)}}`);
+/** Byte ranges [start, end) of files, by path. */
+export type HintRanges = Map<string, [number, number][]>;
+
+/** A hint: files in the order they are read first, and the parts read of some of them. */
+export interface PrefetchHintList {
+  paths: string[];
+  ranges: HintRanges;
 }
 
-/** The paths of a prefetch artifact blob; a malformed one is a FormatError. */
-export function parsePrefetchArtifact(blob: Uint8Array): string[] {
+/** Bounds on ranges: per file, and in all (what keeps a hint blob within PREFETCH_LIMITS.bytes). */
+export const RANGE_LIMITS = { perFile: 4096, total: 65_536 };
+
+/** The artifact blob for a hint (same limits as an annotation). */
+export function formatPrefetchArtifact(paths: readonly string[], ranges: HintRanges = new Map()): Buffer {
+  const list = JSON.parse(formatPrefetchHint(paths)) as string[];
+  const listed = new Set(list);
+  const out: Record<string, [number, number][]> = {};
+  for (const [path, r] of ranges) {
+    const clean = cleanAbsPath(path);
+    if (listed.has(clean) && r.length > 0) out[clean] = normalizeRanges(r, clean);
+  }
+  checkRangeCount(out);
+  const value = Object.keys(out).length > 0 ? `{"paths":${JSON.stringify(list)},"ranges":${JSON.stringify(out)}}` : `{"paths":${JSON.stringify(list)}}`;
+  if (value.length > PREFETCH_LIMITS.bytes) {
+    throw formatError('ANNOTATION_INVALID', `a prefetch hint of ${value.length} bytes exceeds the limit of ${PREFETCH_LIMITS.bytes} bytes; list fewer files or ranges`);
+  }
+  return Buffer.from(value);
+}
+
+/** The hint in a prefetch artifact blob; a malformed one is a FormatError. */
+export function parsePrefetchArtifact(blob: Uint8Array): PrefetchHintList {
+  if (blob.length > PREFETCH_LIMITS.bytes) {
+    throw formatError('ANNOTATION_INVALID', `prefetch artifact has ${blob.length} bytes, more than the ${PREFETCH_LIMITS.bytes}-byte limit`);
+  }
   let raw: unknown;
   try {
     raw = JSON.parse(Buffer.from(blob).toString('utf8'));
   } catch (err) {
     throw formatError('ANNOTATION_INVALID', `prefetch artifact is not JSON (${(err as Error).message})`);
   }
-  const paths = (raw as { paths?: unknown } | null)?.paths;
-  return parsePrefetchHint({ [ANNOTATION_PREFETCH]: JSON.stringify(paths ?? null) });
+  const obj = (raw ?? {}) as { paths?: unknown; ranges?: unknown };
+  const paths = parsePrefetchHint({ [ANNOTATION_PREFETCH]: JSON.stringify(obj.paths ?? null) });
+  const ranges: HintRanges = new Map();
+  if (obj.ranges !== undefined) {
+    if (typeof obj.ranges !== 'object' || obj.ranges === null || Array.isArray(obj.ranges)) {
+      throw formatError('ANNOTATION_INVALID', 'prefetch artifact: "ranges" is not an object of paths');
+    }
+    const listed = new Set(paths);
+    for (const [path, r] of Object.entries(obj.ranges as Record<string, unknown>)) {
+      const clean = cleanAbsPath(path);
+      if (!listed.has(clean)) throw formatError('ANNOTATION_INVALID', `prefetch artifact: ranges for "${path}", which is not among its paths`);
+      ranges.set(clean, normalizeRanges(r, clean));
+    }
+    checkRangeCount(Object.fromEntries(ranges));
+  }
+  return { paths, ranges };
+}
+
+/** Sorted, merged, checked ranges of `path` (a FormatError when they are not pairs of whole numbers start < end). */
+function normalizeRanges(r: unknown, path: string): [number, number][] {
+  if (!Array.isArray(r) || r.length > RANGE_LIMITS.perFile) {
+    throw formatError('ANNOTATION_INVALID', `prefetch hint: the ranges of "${path}" are not a list of at most ${RANGE_LIMITS.perFile} [start, end] pairs`);
+  }
+  const pairs = r.map((x: unknown) => {
+    const ok = Array.isArray(x) && x.length === 2 && Number.isSafeInteger(x[0]) && Number.isSafeInteger(x[1]) && (x[0] as number) >= 0 && (x[0] as number) < (x[1] as number);
+    if (!ok) throw formatError('ANNOTATION_INVALID', `prefetch hint: ${JSON.stringify(x)} in the ranges of "${path}" is not a [start, end] pair with 0 <= start < end`);
+    return [x[0] as number, x[1] as number] as [number, number];
+  }).sort((a, b) => a[0] - b[0]);
+  const out: [number, number][] = [];
+  for (const [s, e] of pairs) {
+    const last = out[out.length - 1];
+    if (last && s <= last[1]) last[1] = Math.max(last[1], e);
+    else out.push([s, e]);
+  }
+  return out;
+}
+
+function checkRangeCount(ranges: Record<string, readonly unknown[]>): void {
+  const total = Object.values(ranges).reduce((n, r) => n + r.length, 0);
+  if (total > RANGE_LIMITS.total) throw formatError('ANNOTATION_INVALID', `a prefetch hint of ${total} ranges exceeds the limit of ${RANGE_LIMITS.total}`);
+}
+
+/**
+ * One line of a path list (`tocfs reads` output, input of `tocfs hint` and `tocfs convert --prefetch`): a path,
+ * optionally followed by ` @start-end,start-end…` (byte ranges read of a partly read file, end exclusive).
+ */
+export function formatHintLine(path: string, ranges?: readonly (readonly [number, number])[]): string {
+  return ranges && ranges.length > 0 ? `${path} @${ranges.map(([s, e]) => `${s}-${e}`).join(',')}` : path;
+}
+
+const RANGES_SUFFIX = / @(\d+-\d+(?:,\d+-\d+)*)$/;
+
+/** The path of a list line and its ranges, if it has any (see formatHintLine); undefined ranges if it has none. */
+export function parseHintLine(line: string): { path: string; ranges?: [number, number][] } {
+  const m = RANGES_SUFFIX.exec(line);
+  if (!m) return { path: line };
+  const path = line.slice(0, m.index);
+  const pairs = m[1]!.split(',').map((p) => p.split('-').map(Number) as [number, number]);
+  return { path, ranges: normalizeRanges(pairs, path) };
 }

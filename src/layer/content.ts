@@ -19,6 +19,8 @@ export class ContentError extends TocfsError {}
 export interface ContentLogger {
   error(obj: object, msg: string): void;
   warn(obj: object, msg: string): void;
+  /** Each read that waits for the registry (log_level = "debug"): what a hint missed. */
+  debug?(obj: object, msg: string): void;
 }
 
 export interface ContentOptions {
@@ -47,6 +49,8 @@ export interface ContentOptions {
   fetchTimeoutMs?: number;
   /** Called with every first read of a file (for prefetch ordering next time). */
   onFirstRead?: (node: number) => void;
+  /** Every read of a file by a container, after onFirstRead: chunks [first, last] of `node` (for chunk-level hints). */
+  onRead?: (node: number, first: number, last: number) => void;
   /** Called after every fetch from the source (for metrics). */
   onFetch?: (seconds: number, bytes: number, ok: boolean, background: boolean) => void;
   logger?: ContentLogger;
@@ -79,6 +83,8 @@ interface Pending {
   reject: (e: unknown) => void;
   /** Background work: straight to disk, not into memory, and not counted as a foreground fetch. */
   background?: boolean;
+  /** Background work a reader is expected to want soon: kept in memory too. */
+  memory?: boolean;
 }
 
 /** Compressed bytes per request of a whole-file fetch: short enough that a miss elsewhere waits little behind it. */
@@ -129,6 +135,8 @@ export class LayerContent {
   private readonly wholeFiles = new Set<number>();
   private readonly wholeQueue: { node: number; indexes: number[] }[] = [];
   private wholeInflight = 0;
+  /** Files a hint says are read only in part (see markReadInPart). */
+  private readonly readInPart = new Set<number>();
   /** Foreground fetches in flight, and when the last one ended: background work yields to both. */
   foreground = 0;
   lastForegroundAt = 0;
@@ -165,10 +173,16 @@ export class LayerContent {
     // Internal reads (the DiffID proof) are not a workload's access order.
     const firstRead = !internal && !this.lastEnd.has(node);
     if (firstRead) this.opts.onFirstRead?.(node);
+    if (!internal) this.opts.onRead?.(node, first, last);
     this.lastEnd.set(node, end);
     const ahead = sequential ? this.readaheadAfter(node, last) : [];
     const { results, missed } = this.obtain(node, wanted, ahead);
-    if (missed && !internal && fileSize <= this.wholeFile) this.fetchWholeFile(node, first, last);
+    if (missed && !internal) {
+      this.opts.logger?.debug?.({ layer: this.opts.name, path: this.tree.pathOf(node), offset, size, chunks: [first, last] }, 'read miss: fetching');
+      // A file a hint says is read only in part: its parts read come first in the background, the rest never
+      // with a reader (fetched whole, python's 30 MiB libraries took the link from what it read next).
+      if (fileSize <= this.wholeFile && !this.readInPart.has(node)) this.fetchWholeFile(node, first, last);
+    }
     if (firstRead && this.wholeFile > 0) this.fetchDirAhead(node);
     const parts = await abortable(Promise.all(results), signal);
     const out: Buffer[] = [];
@@ -190,7 +204,7 @@ export class LayerContent {
    * get them from the disk cache's write queue from then on) with the compressed bytes fetched and a promise
    * for their arrival on disk; rejects when the fetch fails (the caller retries later).
    */
-  async fetchToDisk(wanted: readonly { node: number; index: number }[]): Promise<{ bytes: number; written: Promise<void> }> {
+  async fetchToDisk(wanted: readonly { node: number; index: number }[], opts: { memory?: boolean } = {}): Promise<{ bytes: number; written: Promise<void> }> {
     const items: Pending[] = [];
     const waits: Promise<unknown>[] = [];
     for (const { node, index } of wanted) {
@@ -203,6 +217,7 @@ export class LayerContent {
         continue;
       }
       const { item, promise } = this.newFetch(node, c, true);
+      if (opts.memory) item.memory = true;
       items.push(item);
       waits.push(promise);
     }
@@ -211,9 +226,53 @@ export class LayerContent {
     return { bytes, written: Promise.all(writes).then(() => undefined) };
   }
 
+  /**
+   * Bring these chunks from the disk cache into memory ahead of a reader (the files a container read first last
+   * time, on a warm start): read and verified on a worker, so the FUSE thread neither blocks on the disk nor hashes.
+   * Chunks in memory or in flight are skipped; readers of a chunk being loaded join its load. Resolves with the
+   * bytes loaded; never rejects (a chunk that cannot be loaded is read the usual way).
+   */
+  async loadFromDisk(wanted: readonly { node: number; index: number }[]): Promise<number> {
+    const items: Pending[] = [];
+    const waits: Promise<Buffer>[] = [];
+    for (const { node, index } of wanted) {
+      const c = this.tree.chunk(node, index);
+      if (c.zeros || this.cache.has(c.digest) || !this.cache.disk?.has(c.digest)) continue;
+      const { item, promise } = this.newFetch(node, c, true);
+      item.memory = true;
+      items.push(item);
+      waits.push(promise);
+    }
+    if (items.length === 0) return 0;
+    await this.fill(items, true);
+    const loaded = await Promise.all(waits.map((p) => p.then((b) => b.length, () => 0)));
+    return loaded.reduce((a, b) => a + b, 0);
+  }
+
+  /** The memory cache's size (what loads ahead of readers must stay well within). */
+  get memoryCacheBytes(): number {
+    return this.cache.maxBytes;
+  }
+
   /** Verified bytes queued for the disk cache and not written yet. */
   get pendingDiskBytes(): number {
     return this.cache.disk?.pendingBytes ?? 0;
+  }
+
+  /**
+   * These files are read only in part (a hint names the byte ranges read): a miss in one fetches what it reads,
+   * not the whole file (wholeFileBytes), since the parts read are on their way with the background's rank 0.
+   */
+  markReadInPart(nodes: Iterable<number>): void {
+    for (const n of nodes) this.readInPart.add(n);
+  }
+
+  /** On disk and neither in memory nor on its way there (a zeros chunk never is). */
+  onDiskOnly(node: number, index: number): boolean {
+    const c = this.tree.chunkRange(node, index);
+    if (c.zeros) return false;
+    const digest = this.tree.chunkDigest(node, index);
+    return !this.cache.has(digest) && (this.cache.disk?.has(digest) ?? false);
   }
 
   /** In memory or on disk (no hit counted). */
@@ -390,12 +449,15 @@ export class LayerContent {
     return out;
   }
 
-  /** Misses: the disk cache first (each chunk re-verified there), then one batched fetch for the rest. */
-  private async fill(batch: Pending[]): Promise<void> {
+  /**
+   * Misses: the disk cache first (each chunk re-verified there), then one batched fetch for the rest. `offThread`:
+   * even small chunks are read on a worker (work ahead of readers must not hold the FUSE thread on the disk).
+   */
+  private async fill(batch: Pending[], offThread = false): Promise<void> {
     const disk = this.cache.disk;
     let rest = batch;
     if (disk) {
-      const found = await Promise.all(batch.map((b) => (disk.has(b.chunk.digest) ? disk.get(b.chunk.digest).catch(() => undefined) : undefined)));
+      const found = await Promise.all(batch.map((b) => (disk.has(b.chunk.digest) ? disk.get(b.chunk.digest, offThread).catch(() => undefined) : undefined)));
       rest = [];
       batch.forEach((b, i) => {
         const data = found[i];
@@ -466,7 +528,7 @@ export class LayerContent {
       try {
         // Big chunks are decompressed and hashed on a worker thread (a 512 MiB chunk is seconds of CPU).
         const data = await this.work.verifyChunk(this.where(b.node, b.chunk), b.chunk, compressed);
-        if (!b.background) this.cache.set(b.chunk.digest, data);
+        if (!b.background || b.memory) this.cache.set(b.chunk.digest, data);
         const write = this.cache.disk?.put(b.chunk.digest, data);
         // Until the write is done, the disk cache serves the chunk from its queue (a reader never refetches it).
         if (write && b.background) writes.push(write);

@@ -6,6 +6,21 @@ import type { LayerTree } from './tree.js';
 const SMALL_FILE = 256 << 10;
 /** Verified background chunks allowed to wait for their disk write before fetching pauses. */
 const MAX_UNWRITTEN = 64 << 20;
+/**
+ * Rank-0 chunks (what the container read first last time, or hinted) are kept in memory as well as on disk, up to
+ * this share of the memory cache per layer: the reader that follows then finds them there instead of opening and
+ * hashing one disk-cache file per chunk while it waits (python's imports from a warm cache: 3.4 s -> see
+ * docs/benchmarks.md).
+ */
+const RANK0_MEMORY_SHARE = 4;
+/**
+ * Longest wait of a hinted layer's other work for the store to be idle, per batch (see LayerPrefetcher.run): a
+ * container that keeps the store busy gets the rest of the layer at one batch per this many ms at most.
+ */
+const HINTED_PAUSE_MS = 1000;
+/** Chunks loaded from disk per worker task, and tasks in flight, when rank-0 chunks are brought into memory. */
+const LOAD_BATCH_BYTES = 1 << 20;
+const LOAD_INFLIGHT = 2;
 
 /**
  * Global pacing of background work across layers. When no reader has fetched for `quietMs`, up to `concurrency`
@@ -20,6 +35,8 @@ export class BackgroundScheduler {
   private readonly waiting = [0, 0, 0];
   /** Layers whose rank-0 work is not done yet (see rank0Start). */
   private rank0Layers = 0;
+  /** TOCs being fetched and processed now (see lookupStart). */
+  private lookups = 0;
   private lastActivity = -1;
   private stopped = false;
   private lastActivityAt = 0;
@@ -43,6 +60,10 @@ export class BackgroundScheduler {
   /** The daemon is stopping: every waiting and future acquire() and slot() rejects, pace() too. */
   stop(): void {
     this.stopped = true;
+  }
+
+  get stopping(): boolean {
+    return this.stopped;
   }
 
   checkStopped(): void {
@@ -108,7 +129,10 @@ export class BackgroundScheduler {
       const better = this.waiting.slice(0, rank).some((n) => n > 0);
       // While any layer still has hinted or first-read work (rank 0), nothing less urgent starts: that work is
       // exactly what the starting container reads next, and it needs the whole link.
-      const held = rank > 0 && this.rank0Layers > 0;
+      // Nor while a layer's TOC is fetched and processed: podman's pull waits for that, and background batches
+      // slowed it (bench:realworld, python: the 31k-entry TOC took 3 s instead of 1 s beside the base layer's
+      // background fetch, which took the CPU from the TOC worker as well as the link).
+      const held = rank > 0 && (this.rank0Layers > 0 || this.lookups > 0);
       // Rank 0 gets one slot more: with two, both batches tend to finish together and the link idles for a round
       // trip and their processing (bench:coldstart, hinted image: ~80 % busy).
       const limit = rank === 0 ? this.concurrency + 1 : busy && rank === 2 ? 1 : this.concurrency;
@@ -130,12 +154,22 @@ export class BackgroundScheduler {
     }
   }
 
+  /** A layer's TOC is being fetched and processed (a lookup waits); call the returned function when that is over. */
+  lookupStart(): () => void {
+    return this.hold('lookups');
+  }
+
   /** A layer starts its rank-0 work; call the returned function once all of it has settled. */
   rank0Start(): () => void {
-    this.rank0Layers++;
+    return this.hold('rank0Layers');
+  }
+
+  /** Count one holder of `what` until the returned function is called (once; later calls do nothing). */
+  private hold(what: 'lookups' | 'rank0Layers'): () => void {
+    this[what]++;
     let done = false;
     return () => {
-      if (!done) this.rank0Layers--;
+      if (!done) this[what]--;
       done = true;
     };
   }
@@ -177,6 +211,24 @@ export class BackgroundScheduler {
   }
 }
 
+/**
+ * For chunks asked in file order: whether a chunk's bytes [start, end) meet one of `ranges`. Linear in chunks plus
+ * ranges (a hostile hint may list thousands of ranges for a file of thousands of chunks).
+ */
+function rangeCursor(ranges: readonly (readonly [number, number])[]): (r: { start: number; end: number }) => boolean {
+  const merged: [number, number][] = [];
+  for (const [s, e] of [...ranges].sort((a, b) => a[0] - b[0])) {
+    const last = merged[merged.length - 1];
+    if (last && s <= last[1]) last[1] = Math.max(last[1], e);
+    else merged.push([s, e]);
+  }
+  let k = 0;
+  return (r) => {
+    while (k < merged.length && merged[k]![1] <= r.start) k++;
+    return k < merged.length && merged[k]![0] < r.end;
+  };
+}
+
 /** Chunks to fetch, in order: parallel arrays of `length` entries. */
 interface FetchOrder {
   node: Uint32Array;
@@ -197,6 +249,8 @@ export interface PrefetchProgress {
   chunks: number;
   localChunks: number;
   fetchedBytes: number;
+  /** Bytes brought from the disk cache into memory ahead of readers (rank 0, on a warm start). */
+  loadedBytes: number;
   error?: string;
 }
 
@@ -208,14 +262,21 @@ export interface PrefetchProgress {
  * in one round trip.
  */
 export class LayerPrefetcher {
-  readonly progress: PrefetchProgress = { state: 'idle', chunks: 0, localChunks: 0, fetchedBytes: 0 };
+  readonly progress: PrefetchProgress = { state: 'idle', chunks: 0, localChunks: 0, fetchedBytes: 0, loadedBytes: 0 };
   private running: Promise<void> | undefined;
+  /** What is left of the rank-0 memory budget (RANK0_MEMORY_SHARE). */
+  private memoryLeft = 0;
 
   constructor(
     private readonly tree: LayerTree,
     private readonly content: LayerContent,
     private readonly scheduler: BackgroundScheduler,
-    private readonly opts: { firstNodes?: readonly number[]; retries?: number; retryDelayMs?: number } = {},
+    private readonly opts: {
+      firstNodes?: readonly number[];
+      /** For some of firstNodes, the byte ranges read first: only their chunks go first, the rest with rank 2. */
+      firstRanges?: ReadonlyMap<number, readonly (readonly [number, number])[]>;
+      retries?: number; retryDelayMs?: number;
+    } = {},
   ) {}
 
   start(): Promise<void> {
@@ -246,18 +307,30 @@ export class LayerPrefetcher {
     let total = 0;
     for (const f of files) total += tree.chunkCount(f);
     const out: FetchOrder = { node: new Uint32Array(total), index: new Uint32Array(total), rank: new Uint8Array(total), bytes: new Float64Array(total), length: 0 };
+    const push = (node: number, index: number, rank: Rank) => {
+      const c = tree.chunkRange(node, index);
+      if (c.zeros) return;
+      const k = out.length++;
+      out.node[k] = node;
+      out.index[k] = index;
+      out.rank[k] = rank;
+      out.bytes[k] = c.end - c.start;
+    };
+    // The parts of partly read first files that were not read wait for rank 2, ahead of the other big files.
+    const later: { node: number; index: number }[] = [];
     files.forEach((node, i) => {
       const rank: Rank = i < firstFiles ? 0 : i < urgentFiles ? 1 : 2;
+      if (rank === 2 && later.length > 0) {
+        for (const c of later.splice(0)) push(c.node, c.index, 2);
+      }
+      const ranges = rank === 0 ? this.opts.firstRanges?.get(node) : undefined;
+      const read = ranges ? rangeCursor(ranges) : undefined;
       for (let index = 0; index < tree.chunkCount(node); index++) {
-        const c = tree.chunkRange(node, index);
-        if (c.zeros) continue;
-        const k = out.length++;
-        out.node[k] = node;
-        out.index[k] = index;
-        out.rank[k] = rank;
-        out.bytes[k] = c.end - c.start;
+        if (read && !read(tree.chunkFileRange(node, index))) later.push({ node, index });
+        else push(node, index, rank);
       }
     });
+    for (const c of later) push(c.node, c.index, 2);
     return out;
   }
 
@@ -267,6 +340,9 @@ export class LayerPrefetcher {
     this.progress.chunks = chunks.length;
     let lastRank0 = -1;
     for (let k = 0; k < chunks.length; k++) if (chunks.rank[k] === 0) lastRank0 = k;
+    this.memoryLeft = lastRank0 >= 0 ? Math.floor(this.content.memoryCacheBytes / RANK0_MEMORY_SHARE) : 0;
+    // Local rank-0 chunks go to memory beside the fetch of the missing ones (no link involved: no slot taken).
+    const loading = this.loadFirstIntoMemory(chunks, lastRank0);
     const rank0Done = lastRank0 >= 0 ? this.scheduler.rank0Start() : () => {};
     const rank0Batches: Promise<void>[] = [];
     let rank0Issued = lastRank0 < 0;
@@ -280,6 +356,10 @@ export class LayerPrefetcher {
         // create: ~1.3 ms each here); the queue of unwritten chunks is bounded instead.
         while (this.content.pendingDiskBytes > MAX_UNWRITTEN) await new Promise((r) => setTimeout(r, 10));
         const rank = chunks.rank[next] as Rank;
+        // A layer with rank-0 work (hinted, or read first last time) has what its containers read next covered:
+        // the rest waits while the store is in use (a container starting), at most HINTED_PAUSE_MS per batch, so
+        // it neither competes with the container's last misses on the link nor for the CPU.
+        if (rank > 0 && lastRank0 >= 0) await this.scheduler.whenIdle(HINTED_PAUSE_MS);
         const { budget, release } = await this.scheduler.acquire(rank);
         // Fill the batch with chunks that are not local yet (readers may have fetched some meanwhile); chunks of
         // different ranks never share a batch, so less urgent ones never ride on a better slot.
@@ -298,7 +378,8 @@ export class LayerPrefetcher {
         } else {
           // Batches of one layer overlap (up to the scheduler's slots): one at a time left the link idle for a
           // round trip and the batch's processing between batches.
-          const p = this.fetchWithRetries(batch, rank === 0 ? rank0Done : undefined).then(
+          const memory = rank === 0 && this.takeMemory(bytes);
+          const p = this.fetchWithRetries(batch, memory, rank === 0 ? rank0Done : undefined).then(
             (r) => { this.progress.fetchedBytes += r.bytes; written.push(r.written); },
             (err: unknown) => { failure ??= { err }; },
           ).finally(release);
@@ -314,17 +395,56 @@ export class LayerPrefetcher {
       await Promise.all(batches); // they never reject: a failure is kept in `failure`
     } finally {
       rank0Done();
+      await loading;
     }
     if (failure) throw failure.err;
     await Promise.all(written);
     this.progress.state = 'done';
   }
 
+  /** Take `bytes` of the rank-0 memory budget, if that much is left. */
+  private takeMemory(bytes: number): boolean {
+    if (bytes > this.memoryLeft) return false;
+    this.memoryLeft -= bytes;
+    return true;
+  }
+
+  /**
+   * Rank-0 chunks already on local disk, in order, into memory (LayerContent.loadFromDisk) while the budget lasts:
+   * a few worker tasks at a time, so loading stays ahead of a reader that goes through the same files.
+   */
+  private async loadFirstIntoMemory(chunks: FetchOrder, lastRank0: number): Promise<void> {
+    const inflight = new Set<Promise<unknown>>();
+    let batch: { node: number; index: number }[] = [];
+    let bytes = 0;
+    const issue = async () => {
+      const p = this.content.loadFromDisk(batch).then((n) => { this.progress.loadedBytes += n; });
+      batch = [];
+      bytes = 0;
+      inflight.add(p);
+      void p.finally(() => inflight.delete(p));
+      while (inflight.size >= LOAD_INFLIGHT) await Promise.race(inflight);
+    };
+    for (let k = 0; k <= lastRank0; k++) {
+      const node = chunks.node[k]!;
+      const index = chunks.index[k]!;
+      if (!this.content.onDiskOnly(node, index)) continue;
+      const size = this.tree.chunkSize(node, index);
+      if (!this.takeMemory(size)) break;
+      batch.push({ node, index });
+      bytes += size;
+      if (bytes >= LOAD_BATCH_BYTES) await issue();
+      if (this.scheduler.stopping) break;
+    }
+    if (batch.length > 0) await issue();
+    await Promise.all(inflight);
+  }
+
   /** `onFailure` runs at the first failure (a failing hinted batch must not hold other layers' work while it retries). */
-  private async fetchWithRetries(batch: { node: number; index: number }[], onFailure?: () => void): Promise<{ bytes: number; written: Promise<void> }> {
+  private async fetchWithRetries(batch: { node: number; index: number }[], memory: boolean, onFailure?: () => void): Promise<{ bytes: number; written: Promise<void> }> {
     for (let attempt = 0; ; attempt++) {
       try {
-        return await this.content.fetchToDisk(batch);
+        return await this.content.fetchToDisk(batch, { memory });
       } catch (err) {
         onFailure?.();
         this.scheduler.checkStopped();

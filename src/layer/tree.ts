@@ -177,6 +177,17 @@ export class LayerTree {
     return { start: this.a.chunkStart[c]!, end: this.a.chunkEnd[c]!, zeros: this.a.chunkZeros[c] === 1 };
   }
 
+  /** The file bytes [start, end) chunk `i` of `node` holds. */
+  chunkFileRange(node: number, i: number): { start: number; end: number } {
+    const c = this.a.fileChunkFirst[node]! + i;
+    return { start: this.a.chunkFileOffset[c]!, end: this.a.chunkFileOffset[c]! + this.a.chunkSize[c]! };
+  }
+
+  /** Uncompressed bytes of chunk `i` of `node`. */
+  chunkSize(node: number, i: number): number {
+    return this.a.chunkSize[this.a.fileChunkFirst[node]! + i]!;
+  }
+
   chunkDigest(node: number, i: number): Digest {
     return this.chunkDigestAt(this.a.fileChunkFirst[node]! + i);
   }

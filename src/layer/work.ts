@@ -1,6 +1,7 @@
 import { availableParallelism } from 'node:os';
 import { verifyChunkBytes, zerosDigest, type ChunkSpec, type LayerSections } from '../format/index.js';
 import { transferable, WorkerPool, type Digest } from '../util/index.js';
+import { verifiedChunkFile } from './chunk-file.js';
 import { adoptTreeIndex } from './tree-index.js';
 import { LayerTree } from './tree.js';
 import type { AssembleResult } from './assembled.js';
@@ -13,6 +14,9 @@ export type { IndexFiles } from './worker.js';
  * ~0.5 ms. Above it, a chunk (up to 512 MiB) would hold the FUSE thread for up to seconds.
  */
 const INLINE_BYTES = 256 << 10;
+
+/** Disk-cache chunks up to this size are read and hashed on the calling thread (see readChunkFile). */
+const INLINE_READ_BYTES = 64 << 10;
 
 /**
  * CPU work that grows with its input, on worker threads, so the thread serving FUSE never waits for it (issue:
@@ -75,11 +79,18 @@ export class LayerWork {
   }
 
   /**
-   * A disk-cache file if it hashes to `hex`, read and hashed on a worker whatever its size: reading a file through
-   * the thread pool costs the FUSE thread four round trips (open, fstat, read, close; ~0.35 ms a chunk in all with
-   * the hash), which made warm sequential reads ~3× slower than a local file.
+   * A disk-cache file of `size` bytes if it hashes to `hex`. Big ones are read and hashed on a worker: reading a file
+   * through the thread pool costs the FUSE thread four round trips (open, fstat, read, close; ~0.35 ms a chunk in
+   * all with the hash), which made warm sequential reads ~3× slower than a local file. Chunks up to INLINE_READ_BYTES
+   * are read and hashed right here: ~30 µs for a page-cached 16 KiB chunk against ~120 µs for a worker round trip on
+   * an idle machine, and far more when the workload keeps both CPUs busy (python's imports from a warm cache: 2.96 s
+   * against 4.37 s, docs/benchmarks.md). `offThread` sends even small ones to a worker (work ahead of readers).
    */
-  async readChunkFile(path: string, hex: string): Promise<{ data?: Buffer; corrupt?: boolean }> {
+  async readChunkFile(path: string, hex: string, size: number, offThread = false): Promise<{ data?: Buffer; corrupt?: boolean }> {
+    if (size <= INLINE_READ_BYTES && !offThread) {
+      const data = verifiedChunkFile(path, hex);
+      return data === 'missing' ? {} : data === 'corrupt' ? { corrupt: true } : { data };
+    }
     const r = await this.verify.run<{ data?: Uint8Array; corrupt?: boolean; missing?: boolean }>('readChunkFile', { path, hex });
     if (r.data) return { data: Buffer.from(r.data.buffer, r.data.byteOffset, r.data.length) };
     return r.corrupt ? { corrupt: true } : {};

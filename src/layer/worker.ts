@@ -2,7 +2,7 @@
 // and so must never run on the thread serving FUSE. Loaded by URL from work.ts; not imported by anything.
 import { createHash } from 'node:crypto';
 import {
-  closeSync, existsSync, ftruncateSync, fstatSync, openSync, readFileSync, readSync, renameSync, rmSync, writeSync,
+  closeSync, existsSync, ftruncateSync, fstatSync, openSync, readSync, renameSync, rmSync, writeSync,
 } from 'node:fs';
 import { threadId } from 'node:worker_threads';
 import { readFile, rm, stat, utimes } from 'node:fs/promises';
@@ -12,6 +12,7 @@ import {
 } from '../format/index.js';
 import { serveTasks, sha256Digest, TocfsError, transferable, writeStateFile, type TaskContext, type TaskResult } from '../util/index.js';
 import type { AssembleResult } from './assembled.js';
+import { verifiedChunkFile } from './chunk-file.js';
 import { assembledFilePath, chunkFilePath } from './disk-cache.js';
 import { buildTreeIndex } from './tree-build.js';
 import { nodeAt } from './proof.js';
@@ -90,22 +91,6 @@ async function loadIndex(input: { files: IndexFiles; tocDigest: string }): Promi
 function verifyChunk(input: { where: string; spec: ChunkSpec; compressed: Uint8Array }): TaskResult {
   const data = verifyChunkBytes(input.where, input.spec, asBuffer(input.compressed));
   return { value: data, transfer: transferable(data) };
-}
-
-/** A disk-cache file whose content hashes to `hex`, or undefined (missing or corrupt: the caller treats it as a miss). */
-/**
- * A chunk file's bytes if they hash to `hex`; 'missing' or 'corrupt' otherwise. Synchronous on purpose: this thread
- * does nothing else meanwhile, and one read of a page-cached chunk is cheaper than four thread-pool round trips
- * (open, fstat, read, close).
- */
-function verifiedChunkFile(path: string, hex: string): Buffer | 'missing' | 'corrupt' {
-  let data: Buffer;
-  try {
-    data = readFileSync(path);
-  } catch {
-    return 'missing';
-  }
-  return createHash('sha256').update(data).digest('hex') === hex ? data : 'corrupt';
 }
 
 function readChunkFile(input: { path: string; hex: string }): TaskResult {

@@ -1,8 +1,10 @@
 // The facade the rest of tocfs uses. One RegistryClient per daemon: it owns the connection pools, the token
 // cache, the redirect cache and a small digest-keyed manifest cache, and is safe to use from many concurrent
 // callers (token fetches, pings and manifest fetches by digest are shared while in flight).
+import { mkdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { LRUCache } from 'lru-cache';
-import { sha256Digest, type Digest } from '../util/index.js';
+import { sha256Digest, writeStateFile, type Digest } from '../util/index.js';
 import { Authenticator } from './auth.js';
 import { BlobReader, type BlobReaderOptions, type BlobReaderStats } from './blob-reader.js';
 import { RegistryBlobSource } from './blob-source.js';
@@ -38,6 +40,11 @@ export interface RegistryClientOptions {
   platform?: Platform;
   /** Largest image config read (default 8 MiB). */
   maxConfigBytes?: number;
+  /**
+   * Keep image configs here by digest (`<dir>/<hex>`, checked against the digest when read back): a restarted
+   * daemon resolving an image it served before saves the config's round trip (a warm `podman pull` waits for it).
+   */
+  configCacheDir?: string;
   logger?: RegistryLogger;
   userAgent?: string;
   /** Clock for token expiry (tests). */
@@ -86,6 +93,7 @@ export class RegistryClient {
   readonly #pusher: Pusher;
   readonly #logger: RegistryLogger;
   readonly #maxConfigBytes: number;
+  readonly #configCacheDir: string | undefined;
   readonly #opts: RegistryClientOptions;
   #conf: Promise<RegistriesConf> | undefined;
   readonly #manifests = new LRUCache<string, FetchedManifest>({
@@ -99,6 +107,7 @@ export class RegistryClient {
     this.credentials = opts.credentialStore ?? new CredentialStore();
     this.platform = opts.platform ?? hostPlatform();
     this.#maxConfigBytes = opts.maxConfigBytes ?? DEFAULT_MAX_CONFIG_BYTES;
+    this.#configCacheDir = opts.configCacheDir;
     // A longer fetch timeout than the policy's total would be cut short by the policy: let it have its time.
     const retry = { ...DEFAULT_RETRY_POLICY, maxTotalMs: Math.max(DEFAULT_RETRY_POLICY.maxTotalMs, opts.fetchTimeoutMs ?? 0), ...opts.retry };
     this.#http = new HttpTransport({ connections: opts.connectionsPerOrigin, timeouts: opts.timeouts, userAgent: opts.userAgent });
@@ -135,6 +144,19 @@ export class RegistryClient {
   /** Pull endpoints of a reference: eligible mirrors in order, then the primary. */
   async pullEndpoints(ref: ImageReference | string): Promise<Endpoint[]> {
     return (await this.#registriesConf()).pullEndpoints(this.#ref(ref));
+  }
+
+  /**
+   * Contact the registry of `ref` ahead of use (its /v2/ ping: scheme and auth challenge learned, a connection
+   * opened), so that a lookup soon after does not pay for it. Never throws.
+   */
+  async warmUp(ref: ImageReference | string): Promise<void> {
+    try {
+      const [ep] = await this.pullEndpoints(ref);
+      if (ep) await this.#session.base(ep, this.#session.limits());
+    } catch (err) {
+      this.#logger.debug({ ref: typeof ref === 'string' ? ref : ref.string, error: (err as Error).message }, 'registry warm-up failed (the first lookup contacts it)');
+    }
   }
 
   async pushEndpoint(ref: ImageReference | string): Promise<Endpoint> {
@@ -241,9 +263,30 @@ export class RegistryClient {
     if (configDescriptor.size > this.#maxConfigBytes) {
       throw new ManifestError(`resolving ${r.string}: config ${configDescriptor.digest} has ${configDescriptor.size} bytes, more than the ${this.#maxConfigBytes}-byte limit`);
     }
-    const configBytes = await this.#fetchBlob(r, endpoints, configDescriptor, limits);
+    const kept = await this.#keptConfig(configDescriptor);
+    const configBytes = kept ?? await this.#fetchBlob(r, endpoints, configDescriptor, limits);
     const config = parseImageConfig(configBytes, `config ${configDescriptor.digest} of ${r.string}`);
+    if (!kept) this.#keepConfig(configDescriptor, configBytes);
     return { reference: r, ...(index ? { index } : {}), candidates, manifest, config, configBytes };
+  }
+
+  /** A config kept by an earlier resolve, if it is there and still hashes to its digest. */
+  async #keptConfig(d: Pick<Descriptor, 'digest' | 'size'>): Promise<Buffer | undefined> {
+    const dir = this.#configCacheDir;
+    if (!dir || !/^sha256:[0-9a-f]{64}$/.test(d.digest)) return undefined;
+    try {
+      const bytes = await readFile(join(dir, d.digest.slice(7)));
+      return bytes.length === d.size && sha256Digest(bytes) === d.digest ? bytes : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  #keepConfig(d: Pick<Descriptor, 'digest' | 'size'>, bytes: Buffer): void {
+    const dir = this.#configCacheDir;
+    if (!dir || !/^sha256:[0-9a-f]{64}$/.test(d.digest)) return;
+    // Failing only costs the round trip next time.
+    void mkdir(dir, { recursive: true, mode: 0o700 }).then(() => writeStateFile(join(dir, d.digest.slice(7)), bytes)).catch(() => {});
   }
 
   /** A whole blob, verified against the descriptor's digest and size (use for configs and small blobs). */

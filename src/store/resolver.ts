@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { LRUCache } from 'lru-cache';
 import {
   ARTIFACT_TYPE_PREFETCH, layerKind, MEDIA_TYPE_SENTINEL, parsePrefetchArtifact, parsePrefetchHint, readLayerSections, type LayerSections,
+  type PrefetchHintList,
 } from '../format/index.js';
 import {
   ChunkCache, LayerContent, LayerPrefetcher, LayerTree, layerWork, nodeAt,
@@ -33,7 +34,7 @@ interface EarlyToc {
   /** Where the layer's verified tar-split is kept (the proof reads it). */
   files: IndexFiles | undefined;
   provenBefore: Promise<{ diffID: unknown; size: unknown; toc: unknown } | undefined>;
-  readBefore: Promise<string[]>;
+  readBefore: Promise<PrefetchHintList>;
 }
 
 /** Layers of one manifest whose TOCs are fetched before its config arrived (more go the ordinary way). */
@@ -48,7 +49,7 @@ export interface ProofStatus {
 interface ImageState {
   ref: ImageReference;
   /** Paths of a prefetch hint attached to the image as an artifact (`tocfs hint`); [] without one. */
-  hint: Promise<string[]>;
+  hint: Promise<PrefetchHintList>;
   instances: Instance[];
   /** Further candidate manifests of an index, fetched only when a key is not in the ones above. */
   more: Descriptor[];
@@ -84,6 +85,8 @@ export interface LayerData {
   hintedFiles: number;
   /** The layer's files in the order containers first read them (recorded here, kept across restarts). */
   firstReads(): string[];
+  /** The byte ranges read of the files of firstReads() that were read only in part. */
+  firstReadRanges(): Record<string, [number, number][]>;
 }
 
 export interface FoundLayer {
@@ -138,6 +141,8 @@ export interface ResolverOptions {
   onFetch?: (seconds: number, bytes: number, ok: boolean, background: boolean) => void;
   /** A layer became local (its background fetch is done): copies for passthrough that waited for it are made. */
   onLayerLocal?: (tree: LayerTree) => void;
+  /** An image was resolved (its manifest and config fetched) from the registry of `ref`. */
+  onImage?: (ref: string) => void;
 }
 
 /** A resolution that failed, for `tocfs status` (no secrets: messages name refs and layers only). */
@@ -233,7 +238,7 @@ export class Resolver {
   }
 
   /** `hint`: a prefetch hint attached to the image (none for a reopened layer: its first reads are on record). */
-  private async servable(ref: ImageReference, recorded: RecordedLayer, hint: Promise<string[]> = Promise.resolve([])): Promise<FoundLayer> {
+  private async servable(ref: ImageReference, recorded: RecordedLayer, hint: Promise<PrefetchHintList> = Promise.resolve(NO_HINT)): Promise<FoundLayer> {
     const { descriptor: desc, diffID, sentinel, generation } = recorded;
     const data = await this.layerData(ref, desc, diffID, sentinel, hint);
     if (this.opts.proof === 'before-use' && data.proof.state !== 'proven' && data.proof.state !== 'skipped') {
@@ -274,6 +279,7 @@ export class Resolver {
       this.dropEarlyTocs(ref);
       throw err;
     }
+    this.opts.onImage?.(ref.string);
     return {
       ref, hint: this.attachedHint(ref, r.index?.digest ?? r.manifest.digest),
       instances: [{ manifest: r.manifest.manifest, diffIds: r.config.diffIds }],
@@ -285,12 +291,12 @@ export class Resolver {
    * A prefetch hint attached to the image (OCI referrers, tag schema), looked up while its layers open. It only
    * orders the background fetch, so any failure is logged and means "no hint".
    */
-  private attachedHint(ref: ImageReference, subject: Digest): Promise<string[]> {
+  private attachedHint(ref: ImageReference, subject: Digest): Promise<PrefetchHintList> {
     return findArtifact(this.opts.client, ref, subject, ARTIFACT_TYPE_PREFETCH, this.bound())
-      .then((blob) => (blob ? parsePrefetchArtifact(blob) : []))
+      .then((blob) => (blob ? parsePrefetchArtifact(blob) : NO_HINT))
       .catch((err: unknown) => {
         this.opts.logger?.warn({ ref: ref.string, subject }, `${ref.string}: attached prefetch hint ignored: ${(err as Error).message}`);
-        return [];
+        return NO_HINT;
       });
   }
 
@@ -323,7 +329,7 @@ export class Resolver {
     return hit as { desc: Descriptor; diffID: Digest; sentinel: boolean };
   }
 
-  private layerData(ref: ImageReference, desc: Descriptor, diffID: Digest, sentinel: boolean, imageHint: Promise<string[]>): Promise<LayerData> {
+  private layerData(ref: ImageReference, desc: Descriptor, diffID: Digest, sentinel: boolean, imageHint: Promise<PrefetchHintList>): Promise<LayerData> {
     const id = `${ref.string}\0${desc.digest}`;
     let p = this.layers.get(id);
     if (!p) {
@@ -370,7 +376,13 @@ export class Resolver {
     if (!tree) {
       const { signal, deadline } = this.bound();
       const reader = { size: desc.size, read: async (s: number, e: number) => (await source.readRanges([{ start: s, end: e }], signal, deadline))[0]! };
-      tree = await this.openToc(ref, desc, reader, files);
+      // Less urgent background work waits meanwhile (BackgroundScheduler.lookupStart); bounded by fetch_timeout.
+      const done = this.opts.scheduler?.lookupStart();
+      try {
+        tree = await this.openToc(ref, desc, reader, files);
+      } finally {
+        done?.();
+      }
     }
     return { source, tree, files, provenBefore, readBefore };
   }
@@ -411,7 +423,7 @@ export class Resolver {
     }
   }
 
-  private async openLayer(ref: ImageReference, desc: Descriptor, diffID: Digest, sentinel: boolean, imageHint: Promise<string[]>): Promise<LayerData> {
+  private async openLayer(ref: ImageReference, desc: Descriptor, diffID: Digest, sentinel: boolean, imageHint: Promise<PrefetchHintList>): Promise<LayerData> {
     const id = `${ref.string}\0${desc.digest}`;
     const early = this.earlyTocs.get(id);
     this.earlyTocs.delete(id);
@@ -426,6 +438,7 @@ export class Resolver {
       ...(this.opts.logger ? { logger: this.opts.logger } : {}),
       ...(this.opts.fetchTimeoutMs !== undefined ? { fetchTimeoutMs: this.opts.fetchTimeoutMs } : {}),
       onFirstRead: (node) => access.record(node),
+      onRead: (node, first, last) => access.recordChunks(node, first, last),
       ...(this.opts.work ? { work: this.opts.work } : {}), ...(this.opts.stop ? { stop: this.opts.stop } : {}),
       ...(this.opts.onFetch ? { onFetch: this.opts.onFetch } : {}),
     });
@@ -437,6 +450,7 @@ export class Resolver {
       isLocal: (d) => this.opts.cache.isLocal(d),
       hintedFiles: hinted.length,
       firstReads: () => access.recorded(),
+      firstReadRanges: () => access.recordedRanges(),
       proof: { state: policy === 'off' ? 'off' : sentinel ? 'skipped' : 'pending', ...(sentinel ? { detail: 'sentinel-variant image' } : {}) },
     };
     const proven = await provenBefore;
@@ -453,11 +467,14 @@ export class Resolver {
         // This node's own record of first reads goes first; the image's hints cover what was never read here. An
         // attached hint is awaited by the background work only: lookups and reads never wait for it.
         const scheduler = this.opts.scheduler;
-        const early = [...access.adopt(await readBefore), ...hinted];
+        const first = new FirstReads(tree);
+        first.add(access.adopt(await readBefore));
+        first.add({ paths: hinted.map((n) => tree.pathOf(n)), ranges: new Map() });
+        content.markReadInPart(first.ranges.keys());
         prefetcher = async () => {
-          const attached = (await imageHint).map((p) => nodeAt(tree, p)).filter((n): n is number => n !== undefined && tree.isRegular(n));
-          data.hintedFiles += attached.length;
-          return new LayerPrefetcher(tree, content, scheduler, { firstNodes: [...early, ...attached] });
+          data.hintedFiles += first.add(await imageHint);
+          content.markReadInPart(first.ranges.keys());
+          return new LayerPrefetcher(tree, content, scheduler, { firstNodes: first.nodes, firstRanges: first.ranges });
         };
       }
     }
@@ -602,14 +619,58 @@ export class Resolver {
   }
 }
 
+const NO_HINT: PrefetchHintList = { paths: [], ranges: new Map() };
+
 /**
- * The order in which a layer's files were first read, kept per TOC digest (so images sharing the layer share
- * it): the next time the layer is resolved, the background fetch brings those files first.
+ * The files a layer's background fetch brings first, in order, from several hints (this node's record of first
+ * reads, the image's hints); for files read only in part, the byte ranges read. A file hinted whole anywhere is
+ * fetched whole first.
+ */
+class FirstReads {
+  readonly nodes: number[] = [];
+  readonly ranges = new Map<number, [number, number][]>();
+  private readonly whole = new Set<number>();
+
+  constructor(private readonly tree: LayerTree) {}
+
+  /** Add a hint's files that are regular files of this tree; returns how many were added. */
+  add(hint: PrefetchHintList): number {
+    let added = 0;
+    for (const p of hint.paths) {
+      const n = nodeAt(this.tree, p);
+      if (n === undefined || !this.tree.isRegular(n)) continue;
+      const r = hint.ranges.get(p);
+      const known = this.whole.has(n) || this.ranges.has(n);
+      if (!known) {
+        this.nodes.push(n);
+        added++;
+      }
+      if (!r || this.whole.has(n)) {
+        this.whole.add(n);
+        this.ranges.delete(n);
+      } else if (!known || this.ranges.has(n)) {
+        this.ranges.set(n, [...(this.ranges.get(n) ?? []), ...r]);
+      }
+    }
+    return added;
+  }
+}
+
+/** Chunks of partly read files recorded per layer at most (beyond, files are recorded as read whole). */
+const MAX_RECORDED_CHUNKS = 1_000_000;
+
+/**
+ * The order in which a layer's files were first read, and which chunks of its multi-chunk files were read, kept
+ * per TOC digest (so images sharing the layer share it): the next time the layer is resolved, the background fetch
+ * brings those parts first (and, on a warm start, loads them into memory), and `tocfs reads` lists them for hints.
  */
 class AccessLog {
   private readonly paths: string[] = [];
-  private previous: string[] = [];
+  private previous: PrefetchHintList = NO_HINT;
   private readonly seen = new Set<number>();
+  /** Chunk indexes read, by node, for files of more than one chunk. */
+  private readonly chunks = new Map<number, Set<number>>();
+  private chunkCount = 0;
   private timer: NodeJS.Timeout | undefined;
 
   constructor(private readonly dir: string | undefined, private readonly tocDigest: string, private readonly tree: LayerTree) {}
@@ -622,41 +683,84 @@ class AccessLog {
     return dir && isDigest(tocDigest) ? join(dir, `${tocDigest.slice(7)}.json`) : undefined;
   }
 
-  /** The paths a previous run recorded for the layer with this TOC digest ([] if none or unreadable). */
-  static async read(dir: string | undefined, tocDigest: string | undefined): Promise<string[]> {
+  /**
+   * What a previous run recorded for the layer with this TOC digest (nothing if none or unreadable). Files of
+   * earlier versions are a bare list of paths.
+   */
+  static async read(dir: string | undefined, tocDigest: string | undefined): Promise<PrefetchHintList> {
     const file = AccessLog.fileOf(dir, tocDigest);
-    if (!file) return [];
+    if (!file) return NO_HINT;
     try {
-      const paths = JSON.parse(await readFile(file, 'utf8')) as unknown;
-      return Array.isArray(paths) ? paths.filter((p): p is string => typeof p === 'string') : [];
+      const raw = JSON.parse(await readFile(file, 'utf8')) as unknown;
+      if (Array.isArray(raw)) return { paths: raw.filter((p): p is string => typeof p === 'string'), ranges: new Map() };
+      return parsePrefetchArtifact(Buffer.from(JSON.stringify(raw)));
     } catch {
-      return [];
+      return NO_HINT;
     }
   }
 
-  /** Take a previous run's paths as this layer's earlier reads; returns their nodes in the tree. */
-  adopt(paths: readonly string[]): number[] {
-    const nodes = paths.map((p) => nodeAt(this.tree, p)).filter((n): n is number => n !== undefined);
-    this.previous = nodes.map((n) => this.tree.pathOf(n));
-    return nodes;
+  /** Take a previous run's record as this layer's earlier reads. */
+  adopt(before: PrefetchHintList): PrefetchHintList {
+    const paths = before.paths.filter((p) => nodeAt(this.tree, p) !== undefined);
+    this.previous = { paths, ranges: before.ranges };
+    return this.previous;
   }
 
   /** First reads recorded before this run (if this run read nothing yet) or in this run, as absolute paths. */
   recorded(): string[] {
-    return this.paths.length > 0 ? [...this.paths] : [...this.previous];
+    return this.paths.length > 0 ? [...this.paths] : [...this.previous.paths];
+  }
+
+  /** The byte ranges read of the files of recorded() read only in part. */
+  recordedRanges(): Record<string, [number, number][]> {
+    if (this.paths.length === 0) return Object.fromEntries(this.previous.ranges);
+    const out: Record<string, [number, number][]> = {};
+    for (const [node, read] of this.chunks) {
+      if (read.size < this.tree.chunkCount(node)) out[this.tree.pathOf(node)] = this.byteRanges(node, read);
+    }
+    return out;
   }
 
   record(node: number): void {
     if (!this.file || this.seen.has(node) || this.seen.size >= 100_000) return;
     this.seen.add(node);
     this.paths.push(this.tree.pathOf(node));
+    this.schedule();
+  }
+
+  /** Chunks [first, last] of `node` were read (by a container: not the proof's or the background's reads). */
+  recordChunks(node: number, first: number, last: number): void {
+    if (!this.file || !this.seen.has(node) || this.tree.chunkCount(node) <= 1) return;
+    let read = this.chunks.get(node);
+    if (!read) this.chunks.set(node, (read = new Set()));
+    for (let i = first; i <= last && this.chunkCount < MAX_RECORDED_CHUNKS; i++) {
+      if (read.has(i)) continue;
+      read.add(i);
+      this.chunkCount++;
+    }
+    this.schedule();
+  }
+
+  /** File byte ranges covering the chunks `read` of `node`, consecutive chunks merged. */
+  private byteRanges(node: number, read: ReadonlySet<number>): [number, number][] {
+    const out: [number, number][] = [];
+    for (const i of [...read].sort((a, b) => a - b)) {
+      const c = this.tree.chunk(node, i);
+      const last = out[out.length - 1];
+      if (last && last[1] === c.fileOffset) last[1] = c.fileOffset + c.size;
+      else out.push([c.fileOffset, c.fileOffset + c.size]);
+    }
+    return out;
+  }
+
+  private schedule(): void {
     this.timer ??= setTimeout(() => { this.timer = undefined; void this.save(); }, 1000);
     this.timer.unref();
   }
 
   private async save(): Promise<void> {
     // Failing only loses a priority hint.
-    await writeStateFile(this.file!, JSON.stringify(this.paths)).catch(() => {});
+    await writeStateFile(this.file!, JSON.stringify({ paths: this.paths, ranges: this.recordedRanges() })).catch(() => {});
   }
 }
 

@@ -1,6 +1,9 @@
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { ANNOTATION_PREFETCH, formatPrefetchArtifact, formatPrefetchHint, parsePrefetchArtifact, parsePrefetchHint, PREFETCH_LIMITS } from '../../src/format/index.js';
+import {
+  ANNOTATION_PREFETCH, formatHintLine, formatPrefetchArtifact, formatPrefetchHint, parseHintLine, parsePrefetchArtifact, parsePrefetchHint,
+  PREFETCH_LIMITS, RANGE_LIMITS,
+} from '../../src/format/index.js';
 import { formatErr } from './helpers.js';
 
 const hint = (value: string) => ({ [ANNOTATION_PREFETCH]: value });
@@ -15,9 +18,49 @@ describe('format: prefetch hint annotation', () => {
   it('round-trips the attached-artifact form ({"paths": [...]}) and refuses malformed ones', () => {
     const blob = formatPrefetchArtifact(['/usr/bin/python3', 'lib/x.so', '/usr/bin/python3']);
     assert.deepEqual(JSON.parse(blob.toString()), { paths: ['/usr/bin/python3', '/lib/x.so'] });
-    assert.deepEqual(parsePrefetchArtifact(blob), ['/usr/bin/python3', '/lib/x.so']);
+    assert.deepEqual(parsePrefetchArtifact(blob), { paths: ['/usr/bin/python3', '/lib/x.so'], ranges: new Map() });
     assert.throws(() => parsePrefetchArtifact(Buffer.from('nope')), formatErr('ANNOTATION_INVALID', /prefetch artifact is not JSON/));
     assert.throws(() => parsePrefetchArtifact(Buffer.from('{"paths": 3}')), formatErr('ANNOTATION_INVALID', /not a JSON array of paths/));
+  });
+
+  it('carries the byte ranges read of partly read files: sorted, merged, only for listed paths', () => {
+    const blob = formatPrefetchArtifact(['/usr/lib/big.so', '/etc/hosts'], new Map([
+      ['usr/lib/big.so', [[4096, 8192], [0, 100], [8000, 9000]]],
+      ['/not/listed', [[0, 1]]],
+    ]));
+    assert.deepEqual(JSON.parse(blob.toString()), { paths: ['/usr/lib/big.so', '/etc/hosts'], ranges: { '/usr/lib/big.so': [[0, 100], [4096, 9000]] } });
+    const back = parsePrefetchArtifact(blob);
+    assert.deepEqual(back.paths, ['/usr/lib/big.so', '/etc/hosts']);
+    assert.deepEqual([...back.ranges], [['/usr/lib/big.so', [[0, 100], [4096, 9000]]]]);
+    const bad = (ranges: unknown) => Buffer.from(JSON.stringify({ paths: ['/a'], ranges }));
+    assert.throws(() => parsePrefetchArtifact(bad([])), formatErr('ANNOTATION_INVALID', /"ranges" is not an object/));
+    assert.throws(() => parsePrefetchArtifact(bad({ '/b': [[0, 1]] })), formatErr('ANNOTATION_INVALID', /ranges for "\/b", which is not among its paths/));
+    assert.throws(() => parsePrefetchArtifact(bad({ '/a': [[5, 5]] })), formatErr('ANNOTATION_INVALID', /not a \[start, end\] pair/));
+    assert.throws(() => parsePrefetchArtifact(bad({ '/a': [[-1, 5]] })), formatErr('ANNOTATION_INVALID', /not a \[start, end\] pair/));
+    assert.throws(() => parsePrefetchArtifact(bad({ '/a': [[0, 2 ** 60]] })), formatErr('ANNOTATION_INVALID', /not a \[start, end\] pair/));
+    assert.throws(() => parsePrefetchArtifact(bad({ '/a': 'x' })), formatErr('ANNOTATION_INVALID', /not a list of at most 4096/));
+    const many = Array.from({ length: RANGE_LIMITS.perFile + 1 }, (_, i) => [i * 2, i * 2 + 1]);
+    assert.throws(() => parsePrefetchArtifact(bad({ '/a': many })), formatErr('ANNOTATION_INVALID', /at most 4096/));
+  });
+
+  it('writes and reads list lines with ranges (`tocfs reads` → `tocfs hint`)', () => {
+    assert.equal(formatHintLine('/usr/lib/x.so', [[0, 4096], [65536, 131072]]), '/usr/lib/x.so @0-4096,65536-131072');
+    assert.equal(formatHintLine('/etc/hosts'), '/etc/hosts');
+    assert.deepEqual(parseHintLine('/usr/lib/x.so @0-4096,65536-131072'), { path: '/usr/lib/x.so', ranges: [[0, 4096], [65536, 131072]] });
+    assert.deepEqual(parseHintLine('/a file @ home'), { path: '/a file @ home' });
+    assert.throws(() => parseHintLine('/x @9-3'), formatErr('ANNOTATION_INVALID', /not a \[start, end\] pair/));
+    fc.assert(fc.property(
+      fc.stringMatching(/^\/[a-z@ ]{0,12}$/),
+      fc.array(fc.tuple(fc.nat(1 << 20), fc.integer({ min: 1, max: 1 << 16 })), { maxLength: 8 }),
+      (path, spans) => {
+        const ranges = spans.map(([s, n]) => [s, s + n] as [number, number]);
+        const back = parseHintLine(formatHintLine(path, ranges));
+        assert.equal(back.path, path);
+        // Back as the same byte set: sorted and merged.
+        const covered = (rs: [number, number][] | undefined, x: number) => (rs ?? []).some(([s, e]) => s <= x && x < e);
+        for (const [s, e] of ranges) for (const x of [s, e - 1, e]) assert.equal(covered(back.ranges, x), covered(ranges, x));
+      },
+    ));
   });
 
   it('reads no hint as an empty list, and cleans what a hostile writer put there', () => {

@@ -61,18 +61,22 @@ describe('layer: disk cache', () => {
     assert.equal(c.has(digestOf(a)), false);
   });
 
-  it('turns a corrupted file into a miss and removes it, never returning its bytes', async () => {
-    const a = randomBytes(5000);
-    const c = new DiskCache(dir, 1 << 20);
-    await c.put(digestOf(a), a);
-    const path = join(dir, 'sha256', digestOf(a).slice(7, 9), digestOf(a).slice(7));
-    const bad = readFileSync(path);
-    bad[100] ^= 1;
-    writeFileSync(path, bad);
-    assert.equal(await c.get(digestOf(a)), undefined);
-    assert.equal(c.stats.corrupt, 1);
-    assert.ok(!existsSync(path));
-  });
+  // Small chunks are read and hashed on the calling thread, big ones (and any with offThread) on a worker.
+  for (const [what, size, offThread] of [['a small chunk', 5000, false], ['a small chunk read off-thread', 5000, true], ['a big chunk', 300_000, false]] as const) {
+    it(`turns a corrupted file into a miss and removes it, never returning its bytes (${what})`, async () => {
+      const a = randomBytes(size);
+      const c = new DiskCache(dir, 1 << 20);
+      await c.put(digestOf(a), a);
+      assert.ok((await c.get(digestOf(a), offThread))!.equals(a), 'intact: read back');
+      const path = join(dir, 'sha256', digestOf(a).slice(7, 9), digestOf(a).slice(7));
+      const bad = readFileSync(path);
+      bad[100] ^= 1;
+      writeFileSync(path, bad);
+      assert.equal(await c.get(digestOf(a), offThread), undefined);
+      assert.equal(c.stats.corrupt, 1);
+      assert.ok(!existsSync(path));
+    });
+  }
 
   it('keeps within its cap under three times its size of chunks, evicting the least recently used', async () => {
     const chunks = Array.from({ length: 30 }, () => randomBytes(10_000));

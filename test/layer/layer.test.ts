@@ -1,9 +1,11 @@
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { decompress } from 'zstd-napi';
 import { openChunkedLayer, readTar } from '../../src/format/index.js';
 import {
-  ChunkCache, LayerContent, LayerTree, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG,
+  BackgroundScheduler, ChunkCache, DiskCache, LayerContent, LayerPrefetcher, LayerTree, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG,
   type BlobSource, type ContentError,
 } from '../../src/layer/index.js';
 import { loadFixtures, type Fixture } from '../format/fixtures.js';
@@ -292,5 +294,117 @@ describe('layer: content', () => {
     const failing: BlobSource = { size: 1 << 30, readRanges: async () => { throw new Error('registry unreachable'); } };
     const content = new LayerContent(tree, failing, new ChunkCache(1 << 20), { name: 'l' });
     await assert.rejects(content.read(resolve(tree, '/etc/hostname'), 0, 10), /fetch failed: registry unreachable/);
+  });
+});
+
+describe('layer: background fetch of the files read first (rank 0)', () => {
+  let dir: string;
+  beforeEach(() => { dir = mkdtempSync(join(tmpdir(), 'tocfs-rank0-')); });
+  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+  /** The regular files of a fixture with data, and the digests of their data chunks. */
+  function filesOf(tree: LayerTree): { node: number; digests: string[] }[] {
+    const out: { node: number; digests: string[] }[] = [];
+    for (let n = 0; n < tree.nodeCount; n++) {
+      if (!tree.isRegular(n) || tree.chunkCount(n) === 0) continue;
+      const digests: string[] = [];
+      for (let i = 0; i < tree.chunkCount(n); i++) if (!tree.chunk(n, i).zeros) digests.push(tree.chunkDigest(n, i));
+      if (digests.length > 0) out.push({ node: n, digests });
+    }
+    return out;
+  }
+
+  it('keeps fetched first-read chunks in memory as well as on disk, and only those', async () => {
+    const fx = loadFixtures().find((f) => f.name === 'many-files') ?? loadFixtures()[0]!;
+    const { tree, blob } = await openFixture(fx);
+    const files = filesOf(tree);
+    const first = files.slice(0, 3);
+    const disk = new DiskCache(dir, 1 << 30);
+    const cache = new ChunkCache(64 << 20, disk);
+    const content = new LayerContent(tree, new CountingSource(blob), cache, { name: fx.name });
+    await new LayerPrefetcher(tree, content, new BackgroundScheduler(2, { pollMs: 2 }), { firstNodes: first.map((f) => f.node) }).start();
+    for (const f of files) for (const d of f.digests) assert.ok(disk.has(d), 'every chunk is on disk');
+    for (const f of first) for (const d of f.digests) assert.ok(cache.has(d), 'a first-read chunk is in memory');
+    const rest = files.slice(3).flatMap((f) => f.digests).filter((d) => !first.some((f) => f.digests.includes(d)));
+    assert.ok(rest.length > 0);
+    assert.ok(rest.every((d) => !cache.has(d)), 'other background chunks went to disk only');
+  });
+
+  it('with byte ranges for a first-read file, fetches only the chunks they touch first; the rest of it later', async () => {
+    const fx = loadFixtures().find((f) => f.name === 'big-chunked')!;
+    const { tree, blob } = await openFixture(fx);
+    const big = filesOf(tree).sort((a, b) => b.digests.length - a.digests.length)[0]!;
+    assert.ok(big.digests.length >= 3, `${tree.pathOf(big.node)} has ${big.digests.length} data chunks`);
+    const data = Array.from({ length: tree.chunkCount(big.node) }, (_, i) => i).filter((i) => !tree.chunk(big.node, i).zeros);
+    const wanted = data[1]!;
+    const w = tree.chunkFileRange(big.node, wanted);
+    const src = new CountingSource(blob);
+    const disk = new DiskCache(dir, 1 << 30);
+    const content = new LayerContent(tree, src, new ChunkCache(64 << 20, disk), { name: fx.name });
+    await new LayerPrefetcher(tree, content, new BackgroundScheduler(1, { pollMs: 2 }), {
+      firstNodes: [big.node], firstRanges: new Map([[big.node, [[w.start + 1, w.start + 2]]]]),
+    }).start();
+    const c = tree.chunk(big.node, wanted);
+    assert.deepEqual(src.asked[0], [{ start: c.start, end: c.end }], 'the first request is the one chunk the range touches');
+    for (const d of big.digests) assert.ok(disk.has(d), 'the rest of the file came later');
+  });
+
+  it('holds the rest of a layer with first-read work while the store is busy (a container starting), not for ever', async () => {
+    const fx = loadFixtures().find((f) => f.name === 'many-files') ?? loadFixtures()[0]!;
+    const { tree, blob } = await openFixture(fx);
+    const files = filesOf(tree);
+    let requests = 0;
+    const busy = setInterval(() => { requests++; }, 5);
+    const src = new CountingSource(blob);
+    const calls: number[] = [];
+    const timed: BlobSource = { size: src.size, readRanges: async (r) => { calls.push(Date.now()); return src.readRanges(r); } };
+    const content = new LayerContent(tree, timed, new ChunkCache(64 << 20, new DiskCache(dir, 1 << 30)), { name: fx.name });
+    const scheduler = new BackgroundScheduler(2, { pollMs: 2, quietMs: 40, activity: () => requests });
+    const t0 = Date.now();
+    const done = new LayerPrefetcher(tree, content, scheduler, { firstNodes: [files[0]!.node] }).start();
+    try {
+      await new Promise((r) => setTimeout(r, 500));
+      assert.equal(calls.length, 1, 'only the first-read file was fetched while the store was busy');
+      assert.ok(calls[0]! - t0 < 200, 'rank 0 did not wait');
+      await new Promise((r) => setTimeout(r, 1300));
+      assert.ok(calls.length >= 2, 'a store that stays busy slows the rest down, never stops it (a batch per second)');
+    } finally {
+      clearInterval(busy);
+    }
+    await done;
+    assert.ok(calls.length > 1, 'the rest came once the store was quiet');
+  });
+
+  it('on a warm start, loads the first-read chunks from disk into memory (no fetch), within its memory share', async () => {
+    const fx = loadFixtures().find((f) => f.name === 'many-files') ?? loadFixtures()[0]!;
+    const { tree, blob } = await openFixture(fx);
+    const files = filesOf(tree);
+    const disk = new DiskCache(dir, 1 << 30);
+    const cold = new LayerContent(tree, new CountingSource(blob), new ChunkCache(64 << 20, disk), { name: fx.name });
+    await new LayerPrefetcher(tree, cold, new BackgroundScheduler(2, { pollMs: 2 })).start();
+
+    // A restarted daemon: the same disk cache, an empty memory cache, a source that must not be asked.
+    const warmDisk = new DiskCache(dir, 1 << 30);
+    await warmDisk.load();
+    const cache = new ChunkCache(64 << 20, warmDisk);
+    const src = new CountingSource(blob);
+    const content = new LayerContent(tree, src, cache, { name: fx.name });
+    const first = files.slice(0, 4);
+    const pf = new LayerPrefetcher(tree, content, new BackgroundScheduler(2, { pollMs: 2 }), { firstNodes: first.map((f) => f.node) });
+    await pf.start();
+    assert.equal(src.calls, 0, 'everything was local');
+    for (const f of first) for (const d of f.digests) assert.ok(cache.has(d), 'a first-read chunk was loaded into memory');
+    let bytes = 0;
+    for (const f of first) for (let i = 0; i < tree.chunkCount(f.node); i++) if (!tree.chunk(f.node, i).zeros) bytes += tree.chunkSize(f.node, i);
+    // Chunks shared by two of the files are loaded once.
+    assert.ok(pf.progress.loadedBytes > 0 && pf.progress.loadedBytes <= bytes, `${pf.progress.loadedBytes} of ${bytes} bytes`);
+
+    // A memory cache too small for them: the share (a quarter) caps what is loaded.
+    const tiny = new ChunkCache(4 * 1024, new DiskCache(dir, 1 << 30));
+    await tiny.disk!.load();
+    const small = new LayerPrefetcher(tree, new LayerContent(tree, src, tiny, { name: fx.name }), new BackgroundScheduler(2, { pollMs: 2 }), { firstNodes: files.map((f) => f.node) });
+    await small.start();
+    assert.ok(small.progress.loadedBytes <= 1024, `${small.progress.loadedBytes} bytes loaded into a 4 KiB memory cache`);
+    assert.equal(src.calls, 0);
   });
 });

@@ -37,6 +37,23 @@ describe('layer: background scheduler', () => {
     assert.deepEqual(granted, [1]);
   });
 
+  it('holds all but rank-0 work while a layer\'s TOC is fetched and processed (podman waits for it)', async () => {
+    const s = new BackgroundScheduler(2, { pollMs: 2 });
+    const done = s.lookupStart();
+    const granted: number[] = [];
+    const small = s.acquire(1).then((x) => { granted.push(1); return x; });
+    const rest = s.acquire(2).then((x) => { granted.push(2); return x; });
+    await tick();
+    assert.deepEqual(granted, [], 'free slots, but a lookup is under way');
+    const hinted = await s.acquire(0);
+    hinted.release();
+    done();
+    done(); // idempotent
+    (await small).release();
+    (await rest).release();
+    assert.deepEqual(granted.sort(), [1, 2]);
+  });
+
   it('is idle only after the filesystem was quiet for the quiet period', async () => {
     let requests = 0;
     const s = new BackgroundScheduler(2, { quietMs: 60, pollMs: 2, activity: () => requests });

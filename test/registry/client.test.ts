@@ -145,7 +145,8 @@ describe('registry/client against docker-registry without auth', function () {
       await insecure.close();
       await strict.close();
       await proxy.stop();
-      await rm(dir, { recursive: true, force: true });
+      await new Promise((r) => setTimeout(r, 200)); // the last background write
+      await rm(dir, { recursive: true, force: true, maxRetries: 3 });
     }
   });
 
@@ -175,6 +176,36 @@ describe('registry/client against docker-registry without auth', function () {
     await assert.rejects(client.fetchManifest(`${reg.host}/tocfs/app:nope`),
       (e: unknown) => e instanceof RegistryNotFoundError && /MANIFEST_UNKNOWN/.test(e.message) && e.message.includes('tocfs/app'));
     await assert.rejects(client.openBlob(`${reg.host}/tocfs/app:x`, sha256Digest(Buffer.from('none'))), RegistryNotFoundError);
+  });
+
+  it('keeps configs by digest (configCacheDir): a later resolve uses the kept one, a tampered one is fetched again', async () => {
+    const repo = `${reg.host}/tocfs/kept`;
+    const img = await pushImage(client, repo, 'v1', [4096]);
+    const configDigest = sha256Digest(img.config);
+    const dir = await mkdtemp(join(tmpdir(), 'tocfs-configs-'));
+    const proxy = await startFaultProxy(reg.url);
+    const viaProxy = (): RegistryClient => testClient([proxy.host], { configCacheDir: dir });
+    const configGets = () => proxy.count('GET', new RegExp(`/blobs/${configDigest}$`));
+    try {
+      const first = viaProxy();
+      assert.ok((await first.resolveImage(`${proxy.host}/tocfs/kept:v1`)).configBytes.equals(img.config));
+      await first.close();
+      assert.equal(configGets(), 1);
+      await new Promise((r) => setTimeout(r, 200)); // written in the background
+      assert.ok((await readFile(join(dir, configDigest.slice(7)))).equals(img.config));
+      const second = viaProxy();
+      assert.ok((await second.resolveImage(`${proxy.host}/tocfs/kept:v1`)).configBytes.equals(img.config));
+      await second.close();
+      assert.equal(configGets(), 1, 'the kept config was used');
+      await writeFile(join(dir, configDigest.slice(7)), img.config.toString('utf8').replace('amd64', 'AMD64'));
+      const third = viaProxy();
+      assert.ok((await third.resolveImage(`${proxy.host}/tocfs/kept:v1`)).configBytes.equals(img.config), 'never the tampered bytes');
+      await third.close();
+      assert.equal(configGets(), 2, 'a kept config that does not hash to its digest is fetched again');
+    } finally {
+      await proxy.stop();
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   it('detects corrupted blobs and manifests in the registry storage', async () => {

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { readFile, stat } from 'node:fs/promises';
+import { open, readFile, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runCli } from '../helpers/cli.js';
@@ -139,6 +139,17 @@ describe('store: background fetch, outages and the DiffID proof', function () {
     assert.equal(firstStart, lastFile.chunks[0]!.start, 'the file read first (last in the blob) was fetched first');
   });
 
+  async function layerToc() {
+    const desc = JSON.parse(image.manifest.toString()).layers[0];
+    const blob = image.blobs.get(desc.digest)!;
+    return (await openChunkedLayer({ size: blob.length, read: async (a, b) => blob.subarray(a, b) }, desc.annotations)).toc;
+  }
+
+  /** The file offsets where a file's chunks end. */
+  function toc2Chunks(chunks: readonly { fileOffset: number; size: number }[]): number[] {
+    return chunks.map((c) => c.fileOffset + c.size);
+  }
+
   /** Where each file's bytes lie in the blob, from the layer's own TOC. */
   /** The files of the layer in the order the proxy saw their bytes requested. */
   async function fetchOrder(): Promise<string[]> {
@@ -176,10 +187,14 @@ describe('store: background fetch, outages and the DiffID proof', function () {
     const client = loopbackClient(proxy.host);
     const before = (await client.fetchManifest(refOf('attached'))).digest;
     const list = join(work, 'attached-paths.txt');
-    writeFileSync(list, '/data/f5.bin\n# a comment\n/data/f1.bin\n/no/such/file\n');
+    // f5: only a byte in its last chunk was read, so only that chunk goes first.
+    const f5 = (await layerToc()).files.find((f) => f.path === '/data/f5.bin')!;
+    const lastChunk = f5.chunks[f5.chunks.length - 1]!;
+    assert.ok(f5.chunks.length >= 2);
+    writeFileSync(list, `/data/f5.bin @${lastChunk.fileOffset + 1}-${lastChunk.fileOffset + 2}\n# a comment\n/data/f1.bin\n/no/such/file\n`);
     const r = await runCli(['hint', refOf('attached'), list, '--insecure']);
     assert.equal(r.code, 0, r.stderr);
-    assert.match(r.stdout, new RegExp(`attached a prefetch hint of 3 paths to .*@${before}`));
+    assert.match(r.stdout, new RegExp(`attached a prefetch hint of 3 paths \\(1 of them only the parts read\\) to .*@${before}`));
     assert.match(r.stdout, /listed under tag sha256-[0-9a-f]{64}/);
     assert.equal((await client.fetchManifest(refOf('attached'))).digest, before, 'the image manifest is unchanged');
     await client.close();
@@ -189,6 +204,8 @@ describe('store: background fetch, outages and the DiffID proof', function () {
     await waitFor('the background fetch', () => /"msg":"layer fully local"/.test(d.log()));
     const order = await fetchOrder();
     assert.deepEqual(order.slice(0, 2), ['/data/f5.bin', '/data/f1.bin'], `fetch order ${order.join(', ')}`);
+    const first = proxy.requests.find((q) => q.range && Number(/bytes=(\d+)/.exec(q.range)![1]) >= f5.chunks[0]!.start && Number(/bytes=(\d+)/.exec(q.range)![1]) < lastChunk.end)!;
+    assert.equal(Number(/bytes=(\d+)/.exec(first.range!)![1]), lastChunk.start, 'of f5, the chunk read went first');
     const status = JSON.parse((await runCli(['status', '--root', d.root, '--json'])).stdout);
     assert.equal(status.layers[0].hintedFiles, 2);
   });
@@ -203,11 +220,24 @@ describe('store: background fetch, outages and the DiffID proof', function () {
     const d = await daemon('reads', 'background_fetch = false\ndiffid_proof = "off"\n');
     const dir = join(diffOf(d, refOf('reads')), 'diff');
     for (const i of [4, 1, 4]) await readFile(join(dir, files[i]!.path));
+    // A file read in part: its line names the byte ranges read (whole chunks), for chunk-level hints.
+    const f2 = toc2Chunks((await layerToc()).files.find((f) => f.path === '/data/f2.bin')!.chunks);
+    assert.ok(f2.length >= 2, 'f2 has several chunks');
+    const fh = await open(join(dir, files[2]!.path), 'r');
+    await fh.read(Buffer.alloc(10), 0, 10, 0);
+    await fh.close();
     const r = await runCli(['reads', '--root', d.root, refOf('reads')]);
     assert.equal(r.code, 0, r.stderr);
-    assert.equal(r.stdout, '/data/f4.bin\n/data/f1.bin\n');
+    const lines = r.stdout.split('\n');
+    assert.deepEqual(lines.slice(0, 2), ['/data/f4.bin', '/data/f1.bin']);
+    const m = /^\/data\/f2\.bin @0-(\d+)$/.exec(lines[2]!);
+    assert.ok(m, `line ${lines[2]}`);
+    assert.ok(f2.includes(Number(m[1])) && Number(m[1]) < files[2]!.data.length, `${m[1]} is a chunk end inside the file`);
     const json = JSON.parse((await runCli(['reads', '--root', d.root, '--json'])).stdout);
-    assert.deepEqual(json, [{ ref: refOf('reads'), blobDigest: image.layers[0]!.digest, tocDigest: image.layers[0]!.tocDigest, paths: ['/data/f4.bin', '/data/f1.bin'] }]);
+    assert.deepEqual(json, [{
+      ref: refOf('reads'), blobDigest: image.layers[0]!.digest, tocDigest: image.layers[0]!.tocDigest,
+      paths: ['/data/f4.bin', '/data/f1.bin', '/data/f2.bin'], ranges: { '/data/f2.bin': [[0, Number(m[1])]] },
+    }]);
     const unknown = await runCli(['reads', '--root', d.root, 'example.com/never:seen']);
     assert.notEqual(unknown.code, 0);
     assert.match(unknown.stderr, new RegExp(`the daemon has served no layer of example.com/never:seen; it knows ${refOf('reads').replace(/[.]/g, '\\.')}`));

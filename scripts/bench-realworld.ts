@@ -29,6 +29,7 @@ import { existsSync, lstatSync, mkdirSync, readFileSync, rmSync, writeFileSync }
 import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { parseHintLine } from '../src/format/index.js';
 import { CLI } from '../test/helpers/cli.js';
 import { startDaemon, type DaemonHandle } from '../test/helpers/daemon.js';
 import { Podman, PODMAN_RUN_FLAGS, podmanRunArgv } from '../test/helpers/podman.js';
@@ -307,16 +308,22 @@ const median = (xs: number[]): number => {
   return n === 0 ? NaN : n % 2 ? s[(n - 1) / 2]! : (s[n / 2 - 1]! + s[n / 2]!) / 2;
 };
 
-/** Bytes of the files a workload read (tocfs reads), looked up in the root the image was built from. */
+/**
+ * Bytes a workload read (tocfs reads: whole files, and the byte ranges read of partly read ones, whole chunks),
+ * files looked up in the root the image was built from.
+ */
 function readBytes(w: Workload, reads: string | undefined): { files: number; bytes: number } | undefined {
   if (reads === undefined) return undefined;
   const root = w.bigData ? join(CACHE_DIR, 'data-bigread') : join(CACHE_DIR, `rootfs-${w.name}`);
   let files = 0;
   let bytes = 0;
-  for (const p of reads.split('\n').filter((l) => l !== '')) {
+  for (const line of reads.split('\n').filter((l) => l !== '')) {
+    const { path, ranges } = parseHintLine(line);
     try {
-      const st = lstatSync(join(root, p));
-      if (st.isFile()) { files++; bytes += st.size; }
+      const st = lstatSync(join(root, path));
+      if (!st.isFile()) continue;
+      files++;
+      bytes += ranges ? ranges.reduce((n, [a, b]) => n + Math.min(b, st.size) - a, 0) : st.size;
     } catch { /* a path of the base layer only, or gone: not counted */ }
   }
   return { files, bytes };

@@ -98,9 +98,9 @@ export async function startDaemon(cfg: Config, logger: Logger = createLogger(cfg
     ...(assembled ? { onLayerLocal: (tree: LayerTree) => assembled.layerLocal(tree) } : {}),
     onImage: (ref) => seen.record(ref),
   });
-  // A fresh start contacts the registries it used before (a server taking over a session has them warm already:
-  // its predecessor's lookups are what it answers).
-  if (!inherited) void seen.load().then((refs) => { for (const r of refs) void client.warmUp(r); });
+  // A start contacts the registries it used before; a server taking over a session (respawn) does not: it answers
+  // what its predecessor handed out from the journal and kept trees, without the registry.
+  if (!inherited?.resume) void seen.load().then((refs) => { for (const r of refs) void client.warmUp(r); });
   const journalPath = namespaceJournalPath(cfg);
   const journal = inherited?.resume ? NamespaceJournal.resume(journalPath) : NamespaceJournal.fresh(journalPath, Math.floor(Date.now() / 1000));
   const store = new LayerStore({

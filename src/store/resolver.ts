@@ -633,18 +633,16 @@ class FirstReads {
 
   constructor(private readonly tree: LayerTree) {}
 
-  /** Add a hint's files that are regular files of this tree; returns how many were added. */
+  /** Add a hint's files that are regular files of this tree; returns how many of its files the tree has. */
   add(hint: PrefetchHintList): number {
-    let added = 0;
+    let found = 0;
     for (const p of hint.paths) {
       const n = nodeAt(this.tree, p);
       if (n === undefined || !this.tree.isRegular(n)) continue;
+      found++;
       const r = hint.ranges.get(p);
       const known = this.whole.has(n) || this.ranges.has(n);
-      if (!known) {
-        this.nodes.push(n);
-        added++;
-      }
+      if (!known) this.nodes.push(n);
       if (!r || this.whole.has(n)) {
         this.whole.add(n);
         this.ranges.delete(n);
@@ -652,7 +650,7 @@ class FirstReads {
         this.ranges.set(n, [...(this.ranges.get(n) ?? []), ...r]);
       }
     }
-    return added;
+    return found;
   }
 }
 
@@ -671,6 +669,8 @@ class AccessLog {
   /** Chunk indexes read, by node, for files of more than one chunk. */
   private readonly chunks = new Map<number, Set<number>>();
   private chunkCount = 0;
+  /** Files whose chunks no longer fit MAX_RECORDED_CHUNKS: recorded as read whole. */
+  private readonly wholeOnly = new Set<number>();
   private timer: NodeJS.Timeout | undefined;
 
   constructor(private readonly dir: string | undefined, private readonly tocDigest: string, private readonly tree: LayerTree) {}
@@ -730,11 +730,17 @@ class AccessLog {
 
   /** Chunks [first, last] of `node` were read (by a container: not the proof's or the background's reads). */
   recordChunks(node: number, first: number, last: number): void {
-    if (!this.file || !this.seen.has(node) || this.tree.chunkCount(node) <= 1) return;
+    if (!this.file || !this.seen.has(node) || this.tree.chunkCount(node) <= 1 || this.wholeOnly.has(node)) return;
     let read = this.chunks.get(node);
     if (!read) this.chunks.set(node, (read = new Set()));
-    for (let i = first; i <= last && this.chunkCount < MAX_RECORDED_CHUNKS; i++) {
+    for (let i = first; i <= last; i++) {
       if (read.has(i)) continue;
+      if (this.chunkCount >= MAX_RECORDED_CHUNKS) {
+        // Out of room: the file is recorded as read whole (more than it read, never less).
+        this.chunks.delete(node);
+        this.wholeOnly.add(node);
+        break;
+      }
       read.add(i);
       this.chunkCount++;
     }

@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SeenRegistries } from '../../src/daemon/warm-up.js';
+import { startDaemon } from '../helpers/daemon.js';
 import { startFaultProxy } from '../helpers/fault-proxy.js';
 import { loopbackClient, startRegistry } from '../helpers/registry-server.js';
 
@@ -42,6 +43,32 @@ describe('daemon: registries contacted ahead of use after a start', () => {
       await client.close();
       await proxy.stop();
       await registry.stop();
+    }
+  });
+});
+
+describe('daemon: a start pings the registries it resolved images from before', () => {
+  it('pings them at start, before any lookup', async function () {
+    this.timeout(60_000);
+    const work = mkdtempSync(join(tmpdir(), 'tocfs-warm-up-daemon-'));
+    const registry = await startRegistry({});
+    const proxy = await startFaultProxy(registry.url);
+    try {
+      const state = join(work, 'state');
+      mkdirSync(state, { recursive: true });
+      writeFileSync(join(state, 'registries.json'), JSON.stringify([`${proxy.host}/app:1`]));
+      const d = await startDaemon(work, { insecureHosts: [proxy.host] });
+      try {
+        const until = Date.now() + 10_000;
+        while (proxy.count('GET', /^\/v2\/$/) === 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+        assert.equal(proxy.count('GET', /^\/v2\/$/), 1, 'the registry was pinged once, with no lookup');
+      } finally {
+        await d.stop();
+      }
+    } finally {
+      await proxy.stop();
+      await registry.stop();
+      rmSync(work, { recursive: true, force: true });
     }
   });
 });

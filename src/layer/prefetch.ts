@@ -18,6 +18,13 @@ const RANK0_MEMORY_SHARE = 4;
  * container that keeps the store busy gets the rest of the layer at one batch per this many ms at most.
  */
 const HINTED_PAUSE_MS = 1000;
+/** A layer none of whose readers fetched for this long counts as one the container is not working in. */
+const OTHER_LAYER_QUIET_MS = 2000;
+/**
+ * Longest wait of such a layer's background work per batch while the container reads other layers: it still gets
+ * a batch every 10 s (its DiffID proof needs every byte), ~0.2 MiB/s instead of a share of the link.
+ */
+const OTHER_LAYER_PAUSE_MS = 10_000;
 /** Chunks loaded from disk per worker task, and tasks in flight, when rank-0 chunks are brought into memory. */
 const LOAD_BATCH_BYTES = 1 << 20;
 const LOAD_INFLIGHT = 2;
@@ -76,6 +83,27 @@ export class BackgroundScheduler {
     const quiet = this.opts.quietMs ?? 250;
     for (const c of this.contents) if (c.foreground > 0 || now - c.lastForegroundAt < quiet) return true;
     return false;
+  }
+
+  /**
+   * Readers fetch from other layers now (within the quiet period) while none fetched from `c` for OTHER_LAYER_QUIET_MS:
+   * the container works in other layers, and `c`'s background bytes would only queue ahead of their misses.
+   */
+  othersReading(c: LayerContent): boolean {
+    const now = Date.now();
+    if (c.foreground > 0 || now - c.lastForegroundAt < OTHER_LAYER_QUIET_MS) return false;
+    const quiet = this.opts.quietMs ?? 250;
+    for (const d of this.contents) if (d !== c && (d.foreground > 0 || now - d.lastForegroundAt < quiet)) return true;
+    return false;
+  }
+
+  /** Resolve once othersReading(c) is false, or after `maxMs` at the latest. */
+  async whileOthersRead(c: LayerContent, maxMs: number): Promise<void> {
+    const until = Date.now() + maxMs;
+    while (this.othersReading(c) && Date.now() < until) {
+      this.checkStopped();
+      await new Promise((r) => setTimeout(r, this.opts.pollMs ?? 10));
+    }
   }
 
   /**
@@ -360,6 +388,9 @@ export class LayerPrefetcher {
         // the rest waits while the store is in use (a container starting), at most HINTED_PAUSE_MS per batch, so
         // it neither competes with the container's last misses on the link nor for the CPU.
         if (rank > 0 && lastRank0 >= 0) await this.scheduler.whenIdle(HINTED_PAUSE_MS);
+        // A layer the container is not reading from yields to the layers it is reading from (bigread: the base
+        // layer's 46 MiB queued ahead of the reader's misses in the data layer), at most OTHER_LAYER_PAUSE_MS per batch.
+        if (rank > 0) await this.scheduler.whileOthersRead(this.content, OTHER_LAYER_PAUSE_MS);
         const { budget, release } = await this.scheduler.acquire(rank);
         // Fill the batch with chunks that are not local yet (readers may have fetched some meanwhile); chunks of
         // different ranks never share a batch, so less urgent ones never ride on a better slot.

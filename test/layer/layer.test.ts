@@ -375,6 +375,28 @@ describe('layer: background fetch of the files read first (rank 0)', () => {
     assert.ok(calls.length > 1, 'the rest came once the store was quiet');
   });
 
+  it('lets a layer the container is not reading from yield to the layers it reads from, for a bounded time', async () => {
+    const fx = loadFixtures()[0]!;
+    const { tree, blob } = await openFixture(fx);
+    const quiet = new LayerContent(tree, new CountingSource(blob), new ChunkCache(1 << 20), { name: 'base' });
+    const read = new LayerContent(tree, new CountingSource(blob), new ChunkCache(1 << 20), { name: 'data' });
+    const s = new BackgroundScheduler(2, { pollMs: 2, quietMs: 100 });
+    s.register(quiet);
+    s.register(read);
+    assert.equal(s.othersReading(quiet), false, 'nobody reads');
+    read.lastForegroundAt = Date.now();
+    assert.equal(s.othersReading(quiet), true, 'the container reads from the other layer only');
+    assert.equal(s.othersReading(read), false, 'the layer being read never yields to a quiet one');
+    quiet.lastForegroundAt = Date.now();
+    assert.equal(s.othersReading(quiet), false, 'both layers are being read');
+    quiet.lastForegroundAt = 0;
+    const t0 = Date.now();
+    read.foreground = 1; // a fetch that never ends
+    await s.whileOthersRead(quiet, 150);
+    assert.ok(Date.now() - t0 >= 140, 'it waited');
+    read.foreground = 0;
+  });
+
   it('on a warm start, loads the first-read chunks from disk into memory (no fetch), within its memory share', async () => {
     const fx = loadFixtures().find((f) => f.name === 'many-files') ?? loadFixtures()[0]!;
     const { tree, blob } = await openFixture(fx);

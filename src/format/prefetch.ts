@@ -12,13 +12,18 @@ export const ANNOTATION_PREFETCH = 'io.github.tocfs.prefetch';
 /** Bounds on a hint: what a manifest can carry comfortably (registries refuse manifests over 4 MiB). */
 export const PREFETCH_LIMITS = { bytes: 1 << 20, paths: 65_536 };
 
-/** The annotation value for `paths` (cleaned, duplicates dropped, order kept). */
-export function formatPrefetchHint(paths: readonly string[]): string {
+/** `paths` cleaned, duplicates dropped, order kept, within PREFETCH_LIMITS.paths (what a hint may list). */
+function hintPaths(paths: readonly string[]): string[] {
   const unique = [...new Set(paths.map((p) => cleanAbsPath(p)))].filter((p) => p !== '/');
   if (unique.length > PREFETCH_LIMITS.paths) {
     throw formatError('ANNOTATION_INVALID', `a prefetch hint of ${unique.length} paths exceeds the limit of ${PREFETCH_LIMITS.paths} per layer`);
   }
-  const value = JSON.stringify(unique);
+  return unique;
+}
+
+/** The annotation value for `paths` (cleaned, duplicates dropped, order kept). */
+export function formatPrefetchHint(paths: readonly string[]): string {
+  const value = JSON.stringify(hintPaths(paths));
   if (value.length > PREFETCH_LIMITS.bytes) {
     throw formatError('ANNOTATION_INVALID', `a prefetch hint of ${value.length} bytes exceeds the limit of ${PREFETCH_LIMITS.bytes} bytes per layer; list fewer files`);
   }
@@ -38,6 +43,11 @@ export function parsePrefetchHint(annotations: Readonly<Record<string, string>> 
   } catch (err) {
     throw formatError('ANNOTATION_INVALID', `annotation ${ANNOTATION_PREFETCH} is not JSON (${(err as Error).message})`);
   }
+  return pathsOf(raw);
+}
+
+/** A parsed hint's list of paths, checked (a JSON array of strings within the limit), cleaned and deduplicated. */
+function pathsOf(raw: unknown): string[] {
   if (!Array.isArray(raw) || !raw.every((p): p is string => typeof p === 'string')) {
     throw formatError('ANNOTATION_INVALID', `annotation ${ANNOTATION_PREFETCH} is not a JSON array of paths`);
   }
@@ -70,7 +80,7 @@ export const RANGE_LIMITS = { perFile: 4096, total: 65_536 };
 
 /** The artifact blob for a hint (same limits as an annotation). */
 export function formatPrefetchArtifact(paths: readonly string[], ranges: HintRanges = new Map()): Buffer {
-  const list = JSON.parse(formatPrefetchHint(paths)) as string[];
+  const list = hintPaths(paths);
   const listed = new Set(list);
   const out: Record<string, [number, number][]> = {};
   for (const [path, r] of ranges) {
@@ -97,7 +107,7 @@ export function parsePrefetchArtifact(blob: Uint8Array): PrefetchHintList {
     throw formatError('ANNOTATION_INVALID', `prefetch artifact is not JSON (${(err as Error).message})`);
   }
   const obj = (raw ?? {}) as { paths?: unknown; ranges?: unknown };
-  const paths = parsePrefetchHint({ [ANNOTATION_PREFETCH]: JSON.stringify(obj.paths ?? null) });
+  const paths = pathsOf(obj.paths ?? null);
   const ranges: HintRanges = new Map();
   if (obj.ranges !== undefined) {
     if (typeof obj.ranges !== 'object' || obj.ranges === null || Array.isArray(obj.ranges)) {

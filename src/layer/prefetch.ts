@@ -98,12 +98,8 @@ export class BackgroundScheduler {
   }
 
   /** Resolve once othersReading(c) is false, or after `maxMs` at the latest. */
-  async whileOthersRead(c: LayerContent, maxMs: number): Promise<void> {
-    const until = Date.now() + maxMs;
-    while (this.othersReading(c) && Date.now() < until) {
-      this.checkStopped();
-      await new Promise((r) => setTimeout(r, this.opts.pollMs ?? 10));
-    }
+  whileOthersRead(c: LayerContent, maxMs: number): Promise<void> {
+    return this.waitWhile(() => this.othersReading(c), maxMs);
   }
 
   /**
@@ -123,9 +119,14 @@ export class BackgroundScheduler {
   }
 
   /** Resolve once the store is idle (see idle()), or after `maxMs` at the latest. */
-  async whenIdle(maxMs = Infinity): Promise<void> {
+  whenIdle(maxMs = Infinity): Promise<void> {
+    return this.waitWhile(() => !this.idle(), maxMs);
+  }
+
+  /** Poll until `busy` is false or `maxMs` have passed (rejects once the daemon stops). */
+  private async waitWhile(busy: () => boolean, maxMs: number): Promise<void> {
     const until = Date.now() + maxMs;
-    while (!this.idle() && Date.now() < until) {
+    while (busy() && Date.now() < until) {
       this.checkStopped();
       await new Promise((r) => setTimeout(r, this.opts.pollMs ?? 10));
     }

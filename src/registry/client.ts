@@ -4,7 +4,7 @@
 import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { LRUCache } from 'lru-cache';
-import { sha256Digest, writeStateFile, type Digest } from '../util/index.js';
+import { isDigest, sha256Digest, writeStateFile, type Digest } from '../util/index.js';
 import { Authenticator } from './auth.js';
 import { BlobReader, type BlobReaderOptions, type BlobReaderStats } from './blob-reader.js';
 import { RegistryBlobSource } from './blob-source.js';
@@ -270,12 +270,17 @@ export class RegistryClient {
     return { reference: r, ...(index ? { index } : {}), candidates, manifest, config, configBytes };
   }
 
+  /** Where the config with this digest is kept (undefined without a configCacheDir, or for a digest not sha256). */
+  #configPath(digest: string): string | undefined {
+    return this.#configCacheDir && isDigest(digest) ? join(this.#configCacheDir, digest.slice(7)) : undefined;
+  }
+
   /** A config kept by an earlier resolve, if it is there and still hashes to its digest. */
   async #keptConfig(d: Pick<Descriptor, 'digest' | 'size'>): Promise<Buffer | undefined> {
-    const dir = this.#configCacheDir;
-    if (!dir || !/^sha256:[0-9a-f]{64}$/.test(d.digest)) return undefined;
+    const path = this.#configPath(d.digest);
+    if (!path) return undefined;
     try {
-      const bytes = await readFile(join(dir, d.digest.slice(7)));
+      const bytes = await readFile(path);
       return bytes.length === d.size && sha256Digest(bytes) === d.digest ? bytes : undefined;
     } catch {
       return undefined;
@@ -283,10 +288,10 @@ export class RegistryClient {
   }
 
   #keepConfig(d: Pick<Descriptor, 'digest' | 'size'>, bytes: Buffer): void {
-    const dir = this.#configCacheDir;
-    if (!dir || !/^sha256:[0-9a-f]{64}$/.test(d.digest)) return;
+    const path = this.#configPath(d.digest);
+    if (!path) return;
     // Failing only costs the round trip next time.
-    void mkdir(dir, { recursive: true, mode: 0o700 }).then(() => writeStateFile(join(dir, d.digest.slice(7)), bytes)).catch(() => {});
+    void mkdir(this.#configCacheDir!, { recursive: true, mode: 0o700 }).then(() => writeStateFile(path, bytes)).catch(() => {});
   }
 
   /** A whole blob, verified against the descriptor's digest and size (use for configs and small blobs). */

@@ -469,7 +469,7 @@ export class Resolver {
         const scheduler = this.opts.scheduler;
         const first = new FirstReads(tree);
         first.add(access.adopt(await readBefore));
-        first.add({ paths: hinted.map((n) => tree.pathOf(n)), ranges: new Map() });
+        for (const n of hinted) first.addNode(n);
         content.markReadInPart(first.ranges.keys());
         prefetcher = async () => {
           data.hintedFiles += first.add(await imageHint);
@@ -638,19 +638,23 @@ class FirstReads {
     let found = 0;
     for (const p of hint.paths) {
       const n = nodeAt(this.tree, p);
-      if (n === undefined || !this.tree.isRegular(n)) continue;
-      found++;
-      const r = hint.ranges.get(p);
-      const known = this.whole.has(n) || this.ranges.has(n);
-      if (!known) this.nodes.push(n);
-      if (!r || this.whole.has(n)) {
-        this.whole.add(n);
-        this.ranges.delete(n);
-      } else if (!known || this.ranges.has(n)) {
-        this.ranges.set(n, [...(this.ranges.get(n) ?? []), ...r]);
-      }
+      if (n !== undefined && this.addNode(n, hint.ranges.get(p))) found++;
     }
     return found;
+  }
+
+  /** Add file `node`, read whole or (with `ranges`) in part; false if it is not a regular file. */
+  addNode(n: number, ranges?: readonly [number, number][]): boolean {
+    if (!this.tree.isRegular(n)) return false;
+    const known = this.whole.has(n) || this.ranges.has(n);
+    if (!known) this.nodes.push(n);
+    if (!ranges || this.whole.has(n)) {
+      this.whole.add(n);
+      this.ranges.delete(n);
+    } else {
+      this.ranges.set(n, [...(this.ranges.get(n) ?? []), ...ranges]);
+    }
+    return true;
   }
 }
 

@@ -274,7 +274,7 @@ export class LayerStore implements Operations {
     const known = this.counts.get(data);
     if (tree.chunkTotal <= COUNT_SLICE_CHUNKS) {
       const c = emptyCounts();
-      countLocal(data, 0, tree.nodeCount, c);
+      countLocal(data, 0, c);
       return c;
     }
     if (!known || (!known.running && Date.now() - known.at > 1000)) {
@@ -284,7 +284,7 @@ export class LayerStore implements Operations {
       void (async () => {
         const c = emptyCounts();
         for (let n = 0; n < tree.nodeCount;) {
-          n = countLocal(data, n, tree.nodeCount, c, COUNT_SLICE_CHUNKS);
+          n = countLocal(data, n, c, COUNT_SLICE_CHUNKS);
           await new Promise((r) => setImmediate(r));
         }
         Object.assign(next, c, { at: Date.now(), running: false });
@@ -730,13 +730,13 @@ function emptyCounts(): LocalCounts {
   return { chunks: 0, localChunks: 0, total: 0, local: 0 };
 }
 
-/** Add the data chunks of nodes [from, to) to `c`. */
 /**
- * Count into `c` the chunks of nodes [from, to), stopping after the node where `maxChunks` were reached; returns
- * the node to continue from.
+ * Count into `c` the data chunks of nodes from `from` on, stopping after the node where `maxChunks` were reached;
+ * returns the node to continue from (the tree's node count once done).
  */
-function countLocal(data: LayerData, from: number, to: number, c: LocalCounts, maxChunks = Number.POSITIVE_INFINITY): number {
+function countLocal(data: LayerData, from: number, c: LocalCounts, maxChunks = Number.POSITIVE_INFINITY): number {
   const tree = data.tree;
+  const to = tree.nodeCount;
   let seen = 0;
   for (let n = from; n < to; n++) {
     if (seen >= maxChunks) return n;

@@ -26,5 +26,5 @@ export { formatRfc3339Nano, parseRfc3339 } from './times.js';
 export { writeZstdChunked, type WriterOptions, type WriterResult, type BlobSink } from './writer.js';
 export {
   ANNOTATION_PREFETCH, ARTIFACT_TYPE_PREFETCH, PREFETCH_LIMITS, RANGE_LIMITS, formatPrefetchHint, parsePrefetchHint, formatPrefetchArtifact,
-  parsePrefetchArtifact, formatHintLine, parseHintLine, type HintRanges, type PrefetchHintList,
+  parsePrefetchArtifact, parseReadRecord, formatHintLine, parseHintLine, type HintRanges, type PrefetchHintList,
 } from './prefetch.js';

@@ -46,12 +46,15 @@ export function parsePrefetchHint(annotations: Readonly<Record<string, string>> 
   return pathsOf(raw);
 }
 
-/** A parsed hint's list of paths, checked (a JSON array of strings within the limit), cleaned and deduplicated. */
-function pathsOf(raw: unknown): string[] {
+/**
+ * A parsed hint's list of paths, checked (a JSON array of strings, within the limit when `bounded`), cleaned and
+ * deduplicated.
+ */
+function pathsOf(raw: unknown, bounded = true): string[] {
   if (!Array.isArray(raw) || !raw.every((p): p is string => typeof p === 'string')) {
     throw formatError('ANNOTATION_INVALID', `annotation ${ANNOTATION_PREFETCH} is not a JSON array of paths`);
   }
-  if (raw.length > PREFETCH_LIMITS.paths) {
+  if (bounded && raw.length > PREFETCH_LIMITS.paths) {
     throw formatError('ANNOTATION_INVALID', `annotation ${ANNOTATION_PREFETCH} lists ${raw.length} paths, more than the limit of ${PREFETCH_LIMITS.paths}`);
   }
   return [...new Set(raw.map((p) => cleanAbsPath(p)))];
@@ -106,8 +109,24 @@ export function parsePrefetchArtifact(blob: Uint8Array): PrefetchHintList {
   } catch (err) {
     throw formatError('ANNOTATION_INVALID', `prefetch artifact is not JSON (${(err as Error).message})`);
   }
+  return hintFrom(raw, true);
+}
+
+/**
+ * A node's own record of what containers read (`<root>/access/`, the artifact's form, or a bare list of paths as
+ * earlier versions wrote it): checked like a hint, but without a hint's size bounds, which are for what travels
+ * through registries; the recorder bounds its record itself (100,000 files, 1,000,000 chunks).
+ */
+export function parseReadRecord(raw: unknown): PrefetchHintList {
+  // Earlier versions' bare lists were read leniently (entries that are not strings skipped): still so.
+  if (Array.isArray(raw)) return { paths: pathsOf(raw.filter((p) => typeof p === 'string'), false), ranges: new Map() };
+  return hintFrom(raw, false);
+}
+
+/** A parsed `{"paths": [...], "ranges": {...}}`, checked (with the hint bounds when `bounded`). */
+function hintFrom(raw: unknown, bounded: boolean): PrefetchHintList {
   const obj = (raw ?? {}) as { paths?: unknown; ranges?: unknown };
-  const paths = pathsOf(obj.paths ?? null);
+  const paths = pathsOf(obj.paths ?? null, bounded);
   const ranges: HintRanges = new Map();
   if (obj.ranges !== undefined) {
     if (typeof obj.ranges !== 'object' || obj.ranges === null || Array.isArray(obj.ranges)) {
@@ -117,16 +136,19 @@ export function parsePrefetchArtifact(blob: Uint8Array): PrefetchHintList {
     for (const [path, r] of Object.entries(obj.ranges as Record<string, unknown>)) {
       const clean = cleanAbsPath(path);
       if (!listed.has(clean)) throw formatError('ANNOTATION_INVALID', `prefetch artifact: ranges for "${path}", which is not among its paths`);
-      ranges.set(clean, normalizeRanges(r, clean));
+      ranges.set(clean, normalizeRanges(r, clean, bounded));
     }
-    checkRangeCount(Object.fromEntries(ranges));
+    if (bounded) checkRangeCount(Object.fromEntries(ranges));
   }
   return { paths, ranges };
 }
 
-/** Sorted, merged, checked ranges of `path` (a FormatError when they are not pairs of whole numbers start < end). */
-function normalizeRanges(r: unknown, path: string): [number, number][] {
-  if (!Array.isArray(r) || r.length > RANGE_LIMITS.perFile) {
+/**
+ * Sorted, merged, checked ranges of `path` (a FormatError when they are not pairs of whole numbers start < end, or
+ * more than RANGE_LIMITS.perFile when `bounded`).
+ */
+function normalizeRanges(r: unknown, path: string, bounded = true): [number, number][] {
+  if (!Array.isArray(r) || (bounded && r.length > RANGE_LIMITS.perFile)) {
     throw formatError('ANNOTATION_INVALID', `prefetch hint: the ranges of "${path}" are not a list of at most ${RANGE_LIMITS.perFile} [start, end] pairs`);
   }
   const pairs = r.map((x: unknown) => {

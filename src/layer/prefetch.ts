@@ -410,7 +410,8 @@ export class LayerPrefetcher {
         } else {
           // Batches of one layer overlap (up to the scheduler's slots): one at a time left the link idle for a
           // round trip and the batch's processing between batches.
-          const memory = rank === 0 && this.takeMemory(bytes);
+          // The budget is of memory: the chunks' uncompressed size (`bytes` counts what crosses the link).
+          const memory = rank === 0 && this.takeMemory(batch.reduce((n, c) => n + this.tree.chunkSize(c.node, c.index), 0));
           const p = this.fetchWithRetries(batch, memory, rank === 0 ? rank0Done : undefined).then(
             (r) => { this.progress.fetchedBytes += r.bytes; written.push(r.written); },
             (err: unknown) => { failure ??= { err }; },

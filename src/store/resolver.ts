@@ -3,7 +3,7 @@ import { open, mkdir, readFile, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { LRUCache } from 'lru-cache';
 import {
-  ARTIFACT_TYPE_PREFETCH, layerKind, MEDIA_TYPE_SENTINEL, parsePrefetchArtifact, parsePrefetchHint, readLayerSections, type LayerSections,
+  ARTIFACT_TYPE_PREFETCH, layerKind, MEDIA_TYPE_SENTINEL, parsePrefetchArtifact, parsePrefetchHint, parseReadRecord, readLayerSections, type LayerSections,
   type PrefetchHintList,
 } from '../format/index.js';
 import {
@@ -687,17 +687,12 @@ class AccessLog {
     return dir && isDigest(tocDigest) ? join(dir, `${tocDigest.slice(7)}.json`) : undefined;
   }
 
-  /**
-   * What a previous run recorded for the layer with this TOC digest (nothing if none or unreadable). Files of
-   * earlier versions are a bare list of paths.
-   */
+  /** What a previous run recorded for the layer with this TOC digest (nothing if none or unreadable). */
   static async read(dir: string | undefined, tocDigest: string | undefined): Promise<PrefetchHintList> {
     const file = AccessLog.fileOf(dir, tocDigest);
     if (!file) return NO_HINT;
     try {
-      const raw = JSON.parse(await readFile(file, 'utf8')) as unknown;
-      if (Array.isArray(raw)) return { paths: raw.filter((p): p is string => typeof p === 'string'), ranges: new Map() };
-      return parsePrefetchArtifact(Buffer.from(JSON.stringify(raw)));
+      return parseReadRecord(JSON.parse(await readFile(file, 'utf8')) as unknown);
     } catch {
       return NO_HINT;
     }

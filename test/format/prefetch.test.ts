@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import {
   ANNOTATION_PREFETCH, formatHintLine, formatPrefetchArtifact, formatPrefetchHint, parseHintLine, parsePrefetchArtifact, parsePrefetchHint,
-  PREFETCH_LIMITS, RANGE_LIMITS,
+  parseReadRecord, PREFETCH_LIMITS, RANGE_LIMITS,
 } from '../../src/format/index.js';
 import { formatErr } from './helpers.js';
 
@@ -41,6 +41,18 @@ describe('format: prefetch hint annotation', () => {
     assert.throws(() => parsePrefetchArtifact(bad({ '/a': 'x' })), formatErr('ANNOTATION_INVALID', /not a list of at most 4096/));
     const many = Array.from({ length: RANGE_LIMITS.perFile + 1 }, (_, i) => [i * 2, i * 2 + 1]);
     assert.throws(() => parsePrefetchArtifact(bad({ '/a': many })), formatErr('ANNOTATION_INVALID', /at most 4096/));
+  });
+
+  it('reads a node\'s own record of reads without a hint\'s size bounds, in both its forms', () => {
+    const many = Array.from({ length: PREFETCH_LIMITS.paths + 1 }, (_, i) => `/f${i}`);
+    const ranges = Array.from({ length: RANGE_LIMITS.perFile + 1 }, (_, i) => [i * 2, i * 2 + 1]);
+    const record = { paths: many, ranges: { '/f0': ranges } };
+    assert.throws(() => parsePrefetchArtifact(Buffer.from(JSON.stringify(record))), formatErr('ANNOTATION_INVALID', /limit/), 'a hint that big is refused');
+    const back = parseReadRecord(record);
+    assert.equal(back.paths.length, PREFETCH_LIMITS.paths + 1);
+    assert.equal(back.ranges.get('/f0')!.length, RANGE_LIMITS.perFile + 1);
+    assert.deepEqual(parseReadRecord(['/a', 3, 'b']), { paths: ['/a', '/b'], ranges: new Map() }, 'the bare list of earlier versions');
+    assert.throws(() => parseReadRecord({ paths: ['/a'], ranges: { '/a': [[3, 1]] } }), formatErr('ANNOTATION_INVALID', /not a \[start, end\] pair/), 'still checked');
   });
 
   it('writes and reads list lines with ranges (`tocfs reads` → `tocfs hint`)', () => {

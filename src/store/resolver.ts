@@ -749,11 +749,12 @@ class AccessLog {
   /** File byte ranges covering the chunks `read` of `node`, consecutive chunks merged. */
   private byteRanges(node: number, read: ReadonlySet<number>): [number, number][] {
     const out: [number, number][] = [];
+    // chunkFileRange, not chunk(): no digest string per chunk (this runs at every save, up to once a second).
     for (const i of [...read].sort((a, b) => a - b)) {
-      const c = this.tree.chunk(node, i);
+      const c = this.tree.chunkFileRange(node, i);
       const last = out[out.length - 1];
-      if (last && last[1] === c.fileOffset) last[1] = c.fileOffset + c.size;
-      else out.push([c.fileOffset, c.fileOffset + c.size]);
+      if (last && last[1] === c.start) last[1] = c.end;
+      else out.push([c.start, c.end]);
     }
     return out;
   }

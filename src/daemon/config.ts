@@ -16,6 +16,7 @@ export interface Config {
   readaheadBytes: number;
   /** On a file's first miss, compressed bytes of its directory's small files fetched in the same request (0: off). */
   dirPrefetchBytes: number;
+  nearbyPrefetchBytes: number;
   /** Files up to this size are fetched whole from their first miss on (0: off). */
   wholeFileBytes: number;
   logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error';
@@ -57,6 +58,7 @@ export function defaultConfig(): Config {
     memoryCacheBytes: 512 << 20,
     readaheadBytes: 4 << 20,
     dirPrefetchBytes: 2 << 20,
+    nearbyPrefetchBytes: 512 << 10,
     wholeFileBytes: 64 << 20,
     logLevel: 'info',
     backgroundFetch: true,
@@ -113,6 +115,7 @@ export async function loadConfig(path: string | undefined): Promise<Config> {
       case 'memory_cache': cfg.memoryCacheBytes = parseSize(v, k, file); break;
       case 'readahead': cfg.readaheadBytes = parseSize(v, k, file); break;
       case 'dir_prefetch': cfg.dirPrefetchBytes = parseSize(v, k, file); break;
+      case 'nearby_prefetch': cfg.nearbyPrefetchBytes = parseSize(v, k, file); break;
       case 'whole_file': cfg.wholeFileBytes = parseSize(v, k, file); break;
       case 'registries_conf': cfg.registriesConf = str(); break;
       case 'disk_cache': cfg.diskCacheBytes = parseSize(v, k, file); break;
@@ -163,7 +166,7 @@ export async function loadConfig(path: string | undefined): Promise<Config> {
         break;
       }
       default:
-        throw new ConfigError('CONFIG_INVALID', `${file}: unknown key "${k}" (known: mountpoint, root, memory_cache, disk_cache, cache_dir, readahead, dir_prefetch, whole_file, background_fetch, background_concurrency, background_batch, diffid_proof, fetch_timeout, failure_ttl, metrics_listen, registries_conf, passthrough, log_level, log_format)`);
+        throw new ConfigError('CONFIG_INVALID', `${file}: unknown key "${k}" (known: mountpoint, root, memory_cache, disk_cache, cache_dir, readahead, dir_prefetch, nearby_prefetch, whole_file, background_fetch, background_concurrency, background_batch, diffid_proof, fetch_timeout, failure_ttl, metrics_listen, registries_conf, passthrough, log_level, log_format)`);
     }
   }
   return cfg;

@@ -73,8 +73,13 @@ export async function startDaemon(cfg: Config, logger: Logger = createLogger(cfg
   const diskBytes = cfg.diskCacheBytes ?? await DiskCache.defaultSize(cacheDirOf(cfg));
   const disk = diskBytes > 0 ? new DiskCache(cacheDirOf(cfg), diskBytes, logger.child({ component: 'cache' })) : undefined;
   if (disk) {
-    await disk.load();
-    logger.info({ dir: disk.dir, bytes: disk.usedBytes, chunks: disk.entries, cap: disk.maxBytes }, 'disk cache loaded');
+    // Names only before serving; sizes, recency and eviction follow in the background (DiskCache.list).
+    await disk.list();
+    logger.info({ dir: disk.dir, chunks: disk.entries, cap: disk.maxBytes }, 'disk cache listed');
+    void disk.load().then(
+      () => logger.info({ dir: disk.dir, bytes: disk.usedBytes, chunks: disk.entries, cap: disk.maxBytes }, 'disk cache loaded'),
+      (err: unknown) => logger.warn({ dir: disk.dir, err: (err as Error).message }, `disk cache ${disk.dir}: could not read the sizes of its files (${(err as Error).message}); eviction waits for the next start`),
+    );
   }
   const cache = new ChunkCache(cfg.memoryCacheBytes, disk);
   // Passthrough serves checked complete copies of files, made from (and budgeted with) the disk cache.
@@ -89,9 +94,11 @@ export async function startDaemon(cfg: Config, logger: Logger = createLogger(cfg
     batchBytes: cfg.backgroundBatchBytes, busyBatchBytes: Math.min(256 << 10, cfg.backgroundBatchBytes),
     activity: () => session?.stats.requests ?? 0,
   });
+  // The disk cache's start-up stats yield to a starting container (they compete for the disk and the thread pool).
+  if (disk) disk.pacer = () => scheduler.whenIdle(1000);
   const seen = new SeenRegistries(join(cfg.root, 'registries.json'));
   const resolver = new Resolver({
-    client, cache, blobDir: join(cfg.root, 'blobs'), indexDir: join(cfg.root, 'index'), readaheadBytes: cfg.readaheadBytes, dirPrefetchBytes: cfg.dirPrefetchBytes, wholeFileBytes: cfg.wholeFileBytes,
+    client, cache, blobDir: join(cfg.root, 'blobs'), indexDir: join(cfg.root, 'index'), readaheadBytes: cfg.readaheadBytes, dirPrefetchBytes: cfg.dirPrefetchBytes, nearbyBytes: cfg.nearbyPrefetchBytes, wholeFileBytes: cfg.wholeFileBytes,
     logger: logger.child({ component: 'store' }), scheduler, stop: stop.signal, failureTtlMs: cfg.failureTtlSeconds * 1000,
     backgroundFetch: cfg.backgroundFetch, proof: cfg.diffidProof, accessDir: join(cfg.root, 'access'), proofDir: join(cfg.root, 'proven'),
     fetchTimeoutMs: cfg.fetchTimeoutSeconds * 1000, onFetch: metrics.onFetch,
@@ -151,6 +158,9 @@ export async function startDaemon(cfg: Config, logger: Logger = createLogger(cfg
     stop.abort();
     scheduler.stop();
     for (const s of servers) s.close();
+    // Verified chunks still on their way to disk are kept (they are written on the workers about to stop); a disk
+    // that hangs delays the exit by 5 s at most.
+    if (disk) await Promise.race([disk.drain(), new Promise((r) => setTimeout(r, 5000).unref())]);
     await Promise.all([closeLayerWork(), client.close()]);
   }).catch(() => {});
   logger.info({ mountpoint: cfg.mountpoint, root: cfg.root }, 'tocfs store mounted');

@@ -36,6 +36,13 @@ export interface ContentOptions {
    */
   dirPrefetchBytes?: number;
   /**
+   * On every miss, also fetch the small files (≤ NEARBY_FILE_MAX) stored within this many compressed bytes before and
+   * after the missed chunk in the blob (0: off), in the same request. A layer's tar keeps a package's files together,
+   * and a starting program reads a package's files together: bench:realworld's read sets, replayed against their
+   * TOCs, need 47 round trips instead of 289 (node), 142 instead of 365 (python) with 512 KiB, for ~25 % more bytes.
+   */
+  nearbyBytes?: number;
+  /**
    * A file up to this many bytes is fetched whole from its first miss on (0: off), in requests of about
    * WHOLE_FILE_BATCH compressed bytes, WHOLE_FILE_INFLIGHT at a time per layer, starting after the missed chunk.
    * Programs map executables and libraries and fault their pages in at scattered offsets: one round trip per
@@ -110,6 +117,11 @@ const DIR_AHEAD_MEMORY = 100_000;
 /** Files up to this size are fetched with a sibling's first miss (dirPrefetchBytes). */
 const SIBLING_MAX = 64 << 10;
 
+/** Largest file fetched as a missed chunk's neighbour in the blob (nearbyBytes). */
+const NEARBY_FILE_MAX = 256 << 10;
+/** Tree nodes looked at on each side of a missed file for its neighbours (bounds the work per miss). */
+const NEARBY_SCAN = 2048;
+
 /** Zero chunks are served as slices of this (a hole can be gigabytes; reads are at most 1 MiB). */
 const ZERO = Buffer.alloc(1 << 20);
 
@@ -176,15 +188,19 @@ export class LayerContent {
     if (!internal) this.opts.onRead?.(node, first, last);
     this.lastEnd.set(node, end);
     const ahead = sequential ? this.readaheadAfter(node, last) : [];
-    const { results, missed } = this.obtain(node, wanted, ahead);
+    const { results, missed, joined } = this.obtain(node, wanted, ahead);
+    // A reader that waits (for its own fetch, or one under way): logged with the wait once served, at debug level.
+    const waitFrom = (missed || joined) && !internal && this.opts.logger?.debug ? performance.now() : undefined;
     if (missed && !internal) {
-      this.opts.logger?.debug?.({ layer: this.opts.name, path: this.tree.pathOf(node), offset, size, chunks: [first, last] }, 'read miss: fetching');
       // A file a hint says is read only in part: its parts read come first in the background, the rest never
       // with a reader (fetched whole, python's 30 MiB libraries took the link from what it read next).
       if (fileSize <= this.wholeFile && !this.readInPart.has(node)) this.fetchWholeFile(node, first, last);
     }
     if (firstRead && this.wholeFile > 0) this.fetchDirAhead(node);
     const parts = await abortable(Promise.all(results), signal);
+    if (waitFrom !== undefined) {
+      this.opts.logger?.debug?.({ layer: this.opts.name, path: this.tree.pathOf(node), offset, size, chunks: [first, last], fetched: missed, waitedMs: Math.round(performance.now() - waitFrom) }, missed ? 'read miss: fetched' : 'read miss: waited for a fetch under way');
+    }
     const out: Buffer[] = [];
     for (let k = 0; k < wanted.length; k++) {
       const c = this.tree.chunk(node, wanted[k]!);
@@ -295,12 +311,17 @@ export class LayerContent {
    * Promises for the chunks `wanted` (in order). Cached and in-flight chunks are reused; the rest, plus the
    * readahead chunks, go out in one batch (the source merges nearby ranges into multi-range requests).
    */
-  private obtain(node: number, wanted: number[], ahead: number[]): { results: Promise<Buffer | undefined>[]; missed: boolean } {
+  private obtain(node: number, wanted: number[], ahead: number[]): { results: Promise<Buffer | undefined>[]; missed: boolean; joined: boolean } {
     const results: Promise<Buffer | undefined>[] = [];
-    const toFetch: Pending[] = [];
-    const schedule = (c: ChunkView, of = node): Promise<Buffer> => {
+    let joined = false;
+    // What the reader waits for goes in a request of its own, ahead of the speculative rest (readahead, siblings,
+    // neighbours) in a second one: in one request the reader waited for all of it (on a 100 Mbit/s link, up to 1 MiB of
+    // neighbours is 85 ms on top of a 40 ms round trip).
+    const own: Pending[] = [];
+    const extra: Pending[] = [];
+    const schedule = (into: Pending[], c: ChunkView, of = node): Promise<Buffer> => {
       const { item, promise } = this.newFetch(of, c);
-      toFetch.push(item);
+      into.push(item);
       return promise;
     };
     for (const i of wanted) {
@@ -315,19 +336,26 @@ export class LayerContent {
         continue;
       }
       this.cache.misses++;
-      results.push(this.cache.pending(c.digest) ?? schedule(c));
+      const inflight = this.cache.pending(c.digest);
+      if (inflight) joined = true;
+      results.push(inflight ?? schedule(own, c));
     }
     for (const i of ahead) {
       const c = this.tree.chunk(node, i);
-      if (!this.cache.has(c.digest)) schedule(c);
+      if (!this.cache.has(c.digest)) schedule(extra, c);
     }
-    if (toFetch.length > 0) {
-      for (const { node: sibling, chunk } of this.siblings(node)) {
-        schedule(chunk, sibling);
-      }
-      void this.fill(toFetch);
+    const missed = own.length > 0 || extra.length > 0;
+    if (missed) {
+      // The blob range of this file's chunks being fetched (before siblings join).
+      const mine = own.length > 0 ? own : extra;
+      const start = mine[0]!.chunk.start;
+      const end = mine[mine.length - 1]!.chunk.end;
+      for (const { node: sibling, chunk } of this.siblings(node)) schedule(extra, chunk, sibling);
+      for (const { node: near, chunk } of this.nearby(node, start, end)) schedule(extra, chunk, near);
+      if (own.length > 0) void this.fill(own);
+      if (extra.length > 0) void this.fill(extra);
     }
-    return { results, missed: toFetch.length > 0 };
+    return { results, missed, joined };
   }
 
   /**
@@ -450,6 +478,37 @@ export class LayerContent {
   }
 
   /**
+   * The chunks of small files stored within nearbyBytes before `start` and after `end` in the blob that are neither
+   * local nor on their way nor read already (see ContentOptions.nearbyBytes). Node numbers follow the TOC, which
+   * follows the blob, so the neighbours are found by walking node numbers away from `node` until one lies beyond
+   * the window (a TOC in another order only makes the walk find fewer).
+   */
+  private nearby(node: number, start: number, end: number): { node: number; chunk: ChunkView }[] {
+    const window = this.opts.nearbyBytes ?? 0;
+    if (window <= 0) return [];
+    const out: { node: number; chunk: ChunkView }[] = [];
+    const tree = this.tree;
+    const walk = (step: 1 | -1): void => {
+      for (let k = 1, n = node + step; k <= NEARBY_SCAN && n >= 0 && n < tree.nodeCount; k++, n += step) {
+        if (!tree.isRegular(n) || tree.chunkCount(n) === 0) continue;
+        const first = tree.chunkRange(n, 0);
+        const last = tree.chunkRange(n, tree.chunkCount(n) - 1);
+        if (step === 1 ? first.start >= end + window : last.end <= start - window) return;
+        if (tree.sizeOf(n) > NEARBY_FILE_MAX || this.lastEnd.has(n)) continue;
+        for (let i = 0; i < tree.chunkCount(n); i++) {
+          const r = tree.chunkRange(n, i);
+          if (r.zeros || r.end <= start - window || r.start >= end + window) continue;
+          const c = tree.chunk(n, i);
+          if (!this.cache.present(c.digest)) out.push({ node: n, chunk: c });
+        }
+      }
+    };
+    walk(-1);
+    walk(1);
+    return out;
+  }
+
+  /**
    * Misses: the disk cache first (each chunk re-verified there), then one batched fetch for the rest. `offThread`:
    * even small chunks are read on a worker (work ahead of readers must not hold the FUSE thread on the disk).
    */
@@ -457,7 +516,7 @@ export class LayerContent {
     const disk = this.cache.disk;
     let rest = batch;
     if (disk) {
-      const found = await Promise.all(batch.map((b) => (disk.has(b.chunk.digest) ? disk.get(b.chunk.digest, offThread).catch(() => undefined) : undefined)));
+      const found = await Promise.all(batch.map((b) => (disk.has(b.chunk.digest) ? disk.get(b.chunk.digest, offThread, b.chunk.size).catch(() => undefined) : undefined)));
       rest = [];
       batch.forEach((b, i) => {
         const data = found[i];

@@ -52,6 +52,15 @@ export class BackgroundScheduler {
     readonly concurrency = 2,
     private readonly opts: {
       quietMs?: number; batchBytes?: number; busyBatchBytes?: number; pollMs?: number;
+      /**
+       * While a reader fetched within this many ms, small files and the rest start no batch (default 1500): every
+       * byte they put on the link queues ahead of the reader's next miss.
+       */
+      readerQuietMs?: number;
+      /** ...but a batch that waited this long (ms, default 5000) goes anyway, one at a time: never starved. */
+      readerMaxWaitMs?: number;
+      /** After that, until readers have not fetched for this long (ms, default 10000): one small batch at a time. */
+      readerCalmMs?: number;
       /** A count of filesystem requests served so far: any change means a container is using the store. */
       activity?: () => number;
       /** Longest pause of CPU-heavy work for a busy filesystem, per piece (ms; default 1000: a 256 MiB proof then
@@ -77,13 +86,13 @@ export class BackgroundScheduler {
     if (this.stopped) throw new TocfsError('STOPPED', 'the daemon is stopping; background work resumes on the next start');
   }
 
-  /** A reader is fetching now, or was within the quiet period. */
-  busy(): boolean {
+  /** A reader is fetching now, or was within `quiet` ms (default: the quiet period). */
+  busy(quiet = this.opts.quietMs ?? 250): boolean {
     const now = Date.now();
-    const quiet = this.opts.quietMs ?? 250;
     for (const c of this.contents) if (c.foreground > 0 || now - c.lastForegroundAt < quiet) return true;
     return false;
   }
+
 
   /**
    * Readers fetch from other layers now (within the quiet period) while none fetched from `c` for OTHER_LAYER_QUIET_MS:
@@ -135,10 +144,10 @@ export class BackgroundScheduler {
   /**
    * Wait for a background slot; returns the byte budget of the batch to run in it, and its release. Rank 0 (files
    * the image hints or that were read first last time) is urgent: it runs at full speed even while readers fetch,
-   * since it is what they read next. While readers fetch, other work shrinks its batches to `busyBatchBytes`, so
-   * a reader's miss waits behind little on a slow link (every byte queued ahead of it delays it): rank 1 (small
-   * files, each a round trip when a starting container reads it) keeps all its slots, since fetched in bulk those
-   * reads become cache hits (bench:realworld, python with no background fetch: 1,471 serial misses); rank 2 keeps one.
+   * since it is what they read next. Other work starts nothing while readers fetch and for `readerQuietMs` after
+   * (a container starting: its misses, with the neighbours and siblings they bring, are what it needs; bytes queued
+   * ahead of them only delay them), except a batch that has waited `readerMaxWaitMs`, one at a time. Then one batch
+   * of `busyBatchBytes` at a time until readers have been quiet for `readerCalmMs`, then every slot at full size.
    * A slot goes to the best rank waiting.
    */
   async acquire(rank: Rank = 2): Promise<{ budget: number; release: () => void }> {
@@ -151,9 +160,19 @@ export class BackgroundScheduler {
   }
 
   private async grant(rank: Rank): Promise<{ budget: number; release: () => void }> {
+    const since = Date.now();
     for (;;) {
       this.checkStopped();
-      const busy = rank > 0 && this.busy();
+      // While a container's reads fetch, only its misses (and rank 0, what it reads next) use the link: on a shared
+      // link every background byte queues ahead of the reader's next miss. Measured on bench:realworld (one run
+      // each): node's start fetched the whole image (130 MiB, 17.0 s) beside small-file batches, 64 MiB (13.9 s) with
+      // them held while it read; python went 22.0 s -> 18.3 s with no background work at all, since batches at full
+      // size in its pauses put 4 MiB (330 ms) ahead of its next miss. So: nothing while readers fetch (and for
+      // readerQuietMs after), then one small batch at a time until they have been quiet for readerCalmMs.
+      const now = Date.now();
+      const reading = rank > 0 && this.busy(this.opts.readerQuietMs ?? 1500);
+      const recent = rank > 0 && this.busy(this.opts.readerCalmMs ?? 10_000);
+      const starved = reading && now - since >= (this.opts.readerMaxWaitMs ?? 5000);
       // Across layers too, hinted and first-read files go before small files, and those before the rest.
       const better = this.waiting.slice(0, rank).some((n) => n > 0);
       // While any layer still has hinted or first-read work (rank 0), nothing less urgent starts: that work is
@@ -164,15 +183,12 @@ export class BackgroundScheduler {
       const held = rank > 0 && (this.rank0Layers > 0 || this.lookups > 0);
       // Rank 0 gets one slot more: with two, both batches tend to finish together and the link idles for a round
       // trip and their processing (bench:coldstart, hinted image: ~80 % busy).
-      const limit = rank === 0 ? this.concurrency + 1 : busy && rank === 2 ? 1 : this.concurrency;
+      const limit = rank === 0 ? this.concurrency + 1 : reading ? (starved ? 1 : 0) : recent ? 1 : this.concurrency;
       if (!better && !held && this.running < limit) {
         this.running++;
         let released = false;
         return {
-          // Measured (bench:coldstart): holding small files to one slot behind readers made cold starts slower
-          // (1.45× vs 2.0–2.3× over a normal pull); with full-size batches, python on bench:realworld waited up to
-          // 4 MiB behind them per miss. Small batches in every slot keep both.
-          budget: busy ? (this.opts.busyBatchBytes ?? 256 << 10) : (this.opts.batchBytes ?? 2 << 20),
+          budget: recent ? (this.opts.busyBatchBytes ?? 256 << 10) : (this.opts.batchBytes ?? 2 << 20),
           release: () => {
             if (!released) this.running--;
             released = true;

@@ -32,6 +32,7 @@ export class LayerWork {
   private readonly verify: WorkerPool;
   private readonly proof: WorkerPool;
   private readonly files: WorkerPool;
+  private readonly disk: WorkerPool;
   private readonly zeroDigests = new Map<number, Promise<Digest>>();
 
   constructor(opts: { threads?: number; tocHeapMb?: number } = {}) {
@@ -43,6 +44,7 @@ export class LayerWork {
     this.verify = new WorkerPool({ name: 'chunk worker', script, size: threads, idleExitMs: 60_000, resourceLimits: { maxOldGenerationSizeMb: 256 } });
     this.proof = new WorkerPool({ name: 'proof worker', script, size: 1, nice: 19, idleExitMs: 10_000, resourceLimits: { maxOldGenerationSizeMb: 2048 } });
     this.files = new WorkerPool({ name: 'assembly worker', script, size: 1, nice: 10, idleExitMs: 10_000, resourceLimits: { maxOldGenerationSizeMb: 512 } });
+    this.disk = new WorkerPool({ name: 'disk-cache writer', script, size: threads, idleExitMs: 10_000, resourceLimits: { maxOldGenerationSizeMb: 256 } });
   }
 
   /**
@@ -96,6 +98,25 @@ export class LayerWork {
     return r.corrupt ? { corrupt: true } : {};
   }
 
+  /**
+   * Write verified chunks into the disk cache in `dir` (`chunks`: hex digest and bytes), on a worker: through the
+   * thread pool each file cost the FUSE thread four promise round trips (open, write, close, rename), ~0.4 ms a chunk,
+   * 2.2 s of a 20 s python start on bench:realworld (CPU profile). Resolves with, per chunk, undefined or why it
+   * could not be written.
+   */
+  async writeChunkFiles(dir: string, chunks: readonly { hex: string; data: Buffer }[]): Promise<(string | undefined)[]> {
+    // One fresh buffer, transferred: no copy on the way, and never a view of Node's shared pool.
+    const all = new Uint8Array(chunks.reduce((n, c) => n + c.data.length, 0));
+    let offset = 0;
+    for (const c of chunks) {
+      all.set(c.data, offset);
+      offset += c.data.length;
+    }
+    return this.disk.run<(string | undefined)[]>('writeChunkFiles', {
+      dir, hexes: chunks.map((c) => c.hex), lengths: chunks.map((c) => c.data.length), data: all,
+    }, { transfer: [all.buffer] });
+  }
+
   /** sha256 of `size` zero bytes (refused beyond LIMITS.maxZeroChunk); big holes are hashed in a worker, once. */
   zerosDigest(size: number): Promise<Digest> {
     if (size <= INLINE_BYTES) return Promise.resolve().then(() => zerosDigest(size));
@@ -129,7 +150,7 @@ export class LayerWork {
 
   /** Stop every worker (their tasks reject with POOL_CLOSED): the daemon is stopping. */
   async close(): Promise<void> {
-    await Promise.all([this.toc.close(), this.verify.close(), this.proof.close(), this.files.close()]);
+    await Promise.all([this.toc.close(), this.verify.close(), this.proof.close(), this.files.close(), this.disk.close()]);
   }
 
   get stats(): { tasks: number; crashes: number; workers: number } {

@@ -2,7 +2,7 @@
 // and so must never run on the thread serving FUSE. Loaded by URL from work.ts; not imported by anything.
 import { createHash } from 'node:crypto';
 import {
-  closeSync, existsSync, ftruncateSync, fstatSync, openSync, readSync, renameSync, rmSync, writeSync,
+  closeSync, existsSync, ftruncateSync, fstatSync, mkdirSync, openSync, readSync, renameSync, rmSync, writeFileSync, writeSync,
 } from 'node:fs';
 import { threadId } from 'node:worker_threads';
 import { readFile, rm, stat, utimes } from 'node:fs/promises';
@@ -91,6 +91,49 @@ async function loadIndex(input: { files: IndexFiles; tocDigest: string }): Promi
 function verifyChunk(input: { where: string; spec: ChunkSpec; compressed: Uint8Array }): TaskResult {
   const data = verifyChunkBytes(input.where, input.spec, asBuffer(input.compressed));
   return { value: data, transfer: transferable(data) };
+}
+
+/** Subdirectories of disk caches this worker knows exist. */
+const knownDirs = new Set<string>();
+
+/**
+ * Write verified chunks into a disk cache (see DiskCache.put): each through a temporary file renamed into place, no
+ * fsync. `data` holds them back to back. Returns, per chunk, undefined or why it could not be written.
+ */
+function writeChunkFiles(input: { dir: string; hexes: string[]; lengths: number[]; data: Uint8Array }): TaskResult {
+  let offset = 0;
+  const errors = input.hexes.map((hex, k) => {
+    const bytes = input.data.subarray(offset, offset + input.lengths[k]!);
+    offset += input.lengths[k]!;
+    try {
+      writeChunkFile(input.dir, hex, bytes);
+      return undefined;
+    } catch (err) {
+      return (err as Error).message;
+    }
+  });
+  return { value: errors };
+}
+
+let chunkTmpSeq = 0;
+
+function writeChunkFile(dir: string, hex: string, bytes: Uint8Array, retry = true): void {
+  const final = chunkFilePath(dir, hex);
+  const sub = final.slice(0, final.lastIndexOf('/'));
+  const tmp = `${sub}/.tmp-${process.pid}-${threadId}-${chunkTmpSeq++}`;
+  try {
+    if (!knownDirs.has(sub)) {
+      mkdirSync(sub, { recursive: true, mode: 0o700 });
+      knownDirs.add(sub);
+    }
+    writeFileSync(tmp, bytes, { mode: 0o600 });
+    renameSync(tmp, final);
+  } catch (err) {
+    rmSync(tmp, { force: true });
+    // The subdirectory was removed behind our back (by hand): create it again, once.
+    if (retry && (err as NodeJS.ErrnoException).code === 'ENOENT' && knownDirs.delete(sub)) return writeChunkFile(dir, hex, bytes, false);
+    throw err;
+  }
 }
 
 function readChunkFile(input: { path: string; hex: string }): TaskResult {
@@ -248,6 +291,7 @@ serveTasks({
   loadIndex: loadIndex as (input: never) => Promise<TaskResult>,
   verifyChunk: verifyChunk as (input: never) => TaskResult,
   readChunkFile: readChunkFile as (input: never) => TaskResult,
+  writeChunkFiles: writeChunkFiles as (input: never) => TaskResult,
   assembleFile: assembleFile as (input: never) => TaskResult,
   zerosDigest: ((input: { size: number }) => ({ value: zerosDigest(input.size) })) as (input: never) => TaskResult,
   prove: prove as (input: never, ctx: TaskContext) => Promise<TaskResult>,

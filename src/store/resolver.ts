@@ -122,6 +122,8 @@ export interface ResolverOptions {
   readaheadBytes?: number;
   /** See ContentOptions.dirPrefetchBytes. */
   dirPrefetchBytes?: number;
+  /** See ContentOptions.nearbyBytes. */
+  nearbyBytes?: number;
   /** See ContentOptions.wholeFileBytes. */
   wholeFileBytes?: number;
   logger?: ContentLogger & { info(obj: object, msg: string): void };
@@ -434,6 +436,7 @@ export class Resolver {
     const content = new LayerContent(tree, source, this.opts.cache, {
       name, ...(this.opts.readaheadBytes !== undefined ? { readaheadBytes: this.opts.readaheadBytes } : {}),
       ...(this.opts.dirPrefetchBytes !== undefined ? { dirPrefetchBytes: this.opts.dirPrefetchBytes } : {}),
+      ...(this.opts.nearbyBytes !== undefined ? { nearbyBytes: this.opts.nearbyBytes } : {}),
       ...(this.opts.wholeFileBytes !== undefined ? { wholeFileBytes: this.opts.wholeFileBytes } : {}),
       ...(this.opts.logger ? { logger: this.opts.logger } : {}),
       ...(this.opts.fetchTimeoutMs !== undefined ? { fetchTimeoutMs: this.opts.fetchTimeoutMs } : {}),

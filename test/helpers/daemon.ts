@@ -86,4 +86,4 @@ export async function startDaemon(work: string, opts: { insecureHosts?: string[]
  * Config lines that make each read miss fetch only what it reads (no whole-file or directory prefetch), for tests
  * that need reads in flight at a chosen moment (a server killed mid-read).
  */
-export const ONE_FETCH_PER_MISS = 'whole_file = 0\ndir_prefetch = 0\n';
+export const ONE_FETCH_PER_MISS = 'whole_file = 0\ndir_prefetch = 0\nnearby_prefetch = 0\n';

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DiskCache } from '../../src/layer/index.js';
@@ -22,6 +22,29 @@ describe('layer: disk cache', () => {
     assert.equal(c2.entries, 1);
     assert.ok((await c2.get(digestOf(a)))!.equals(a));
     assert.equal(c2.stats.hits, 1);
+  });
+
+  it('serves hits from names alone after a restart, then learns sizes and recency (a chunk read meanwhile stays newest)', async () => {
+    const chunks = [randomBytes(10_000), randomBytes(20_000), randomBytes(30_000)];
+    const c1 = new DiskCache(dir, 1 << 20);
+    for (const b of chunks) await c1.put(digestOf(b), b);
+    // Access times oldest first: chunks[0], [1], [2].
+    chunks.forEach((b, i) => {
+      const when = new Date(Date.UTC(2020, 0, 1 + i));
+      utimesSync(join(dir, 'sha256', digestOf(b).slice(7, 9), digestOf(b).slice(7)), when, when);
+    });
+    const c2 = new DiskCache(dir, 1 << 20);
+    await c2.list();
+    assert.equal(c2.entries, 3);
+    assert.ok(c2.has(digestOf(chunks[0]!)));
+    assert.ok((await c2.get(digestOf(chunks[0]!), false, 10_000))!.equals(chunks[0]!), 'a hit before any stat');
+    await c2.load();
+    assert.equal(c2.usedBytes, 60_000, 'every size known once loaded');
+    // Down to 40 KiB: the oldest by access time goes, not the one read since the start.
+    await c2.evict(45_000);
+    assert.ok(c2.has(digestOf(chunks[0]!)), 'read after the restart: the most recent');
+    assert.ok(!c2.has(digestOf(chunks[1]!)), 'the oldest access time is evicted first');
+    assert.ok(c2.has(digestOf(chunks[2]!)));
   });
 
   it('serves a chunk while it is being written, and writes it once when put twice', async () => {

@@ -179,11 +179,44 @@ describe('layer: content', () => {
     const src = new CountingSource(blob);
     const content = new LayerContent(tree, src, new ChunkCache(64 << 20), { name: fx.name, readaheadBytes: 0, dirPrefetchBytes: 1 << 20 });
     const a = await read(content, first);
-    assert.equal(src.calls, 1);
+    assert.equal(src.calls, 2, 'the miss, and beside it one request for its siblings');
+    assert.deepEqual(src.asked[0]!.map((r) => r.start), [tree.chunkRange(first, 0).start], 'the file read goes alone, first');
     const b = await read(content, second);
     const c = await read(content, third);
-    assert.equal(src.calls, 1, 'the siblings came with the first miss');
+    assert.equal(src.calls, 2, 'the siblings came with the first miss');
     assert.ok(a.equals(await read(without, first)) && b.equals(await read(without, second)) && c.equals(await read(without, third)));
+  });
+
+  it('with nearbyBytes, a miss brings the small files stored next to it in the blob, whatever their directory', async () => {
+    const fx = loadFixtures().find((f) => f.name === 'many-files')!;
+    const { tree, blob } = await openFixture(fx);
+    const files: number[] = [];
+    for (let n = 0; n < tree.nodeCount; n++) if (tree.isRegular(n) && tree.chunkCount(n) > 0 && !tree.chunkRange(n, 0).zeros) files.push(n);
+    assert.ok(files.length >= 20, `${fx.name} has many files`);
+    const window = 4096;
+    const missed = files[Math.floor(files.length / 2)]!;
+    const at = tree.chunkRange(missed, 0);
+    // The next file in the blob (a neighbour) and one well beyond the window.
+    const near = files.find((n) => n > missed && tree.chunkRange(n, 0).start < at.end + window)!;
+    const far = files.find((n) => tree.chunkRange(n, 0).start > at.end + 4 * window)!;
+    assert.ok(near !== undefined && far !== undefined, 'the fixture has a neighbour and a distant file');
+    const expected = await tarContents(blob);
+    const read = async (content: LayerContent, n: number) => Buffer.concat(await content.read(n, 0, tree.sizeOf(n)));
+    const src = new CountingSource(blob);
+    const content = new LayerContent(tree, src, new ChunkCache(64 << 20), { name: fx.name, readaheadBytes: 0, nearbyBytes: window });
+    assert.ok((await read(content, missed)).equals(expected.get(tree.pathOf(missed))!));
+    assert.equal(src.calls, 2, 'the miss, and beside it one request for its neighbours');
+    assert.deepEqual(src.asked[0], [{ start: at.start, end: at.end }], 'the file read goes alone, first');
+    assert.ok((await read(content, near)).equals(expected.get(tree.pathOf(near))!));
+    assert.equal(src.calls, 2, 'the neighbour is a hit');
+    assert.ok(src.asked[1]!.every((r) => r.end > at.start - window && r.start < at.end + window), 'nothing beyond the window was asked');
+    await read(content, far);
+    assert.equal(src.calls, 4, 'a file beyond the window is a fetch of its own (with its neighbours)');
+    const off = new CountingSource(blob);
+    const without = new LayerContent(tree, off, new ChunkCache(64 << 20), { name: fx.name, readaheadBytes: 0 });
+    await read(without, missed);
+    await read(without, near);
+    assert.equal(off.calls, 2, 'without it, the neighbour is a fetch too');
   });
 
   it('with wholeFileBytes, a miss anywhere in a file brings the rest of it in a few batched requests', async () => {

@@ -22,6 +22,46 @@ describe('layer: background scheduler', () => {
     assert.deepEqual(granted, [1, 2]);
   });
 
+  it('starts no small-file or other batch while readers fetch and shortly after, except one that waited too long', async () => {
+    const s = new BackgroundScheduler(2, { pollMs: 2, quietMs: 10, readerQuietMs: 80, readerMaxWaitMs: 300, readerCalmMs: 1000 });
+    const reader = { foreground: 1, lastForegroundAt: 0 };
+    s.register(reader as unknown as Parameters<BackgroundScheduler['register']>[0]);
+    const granted: { rank: number; at: number; budget: number }[] = [];
+    const t0 = Date.now();
+    const take = (rank: 1 | 2) => s.acquire(rank).then((x) => { granted.push({ rank, at: Date.now() - t0, budget: x.budget }); return x; });
+    const hinted = await s.acquire(0);
+    assert.equal(hinted.budget, 2 << 20, 'rank 0 (what the reader reads next) runs beside it, at full size');
+    hinted.release();
+    const small = take(1);
+    await tick(100);
+    assert.equal(granted.length, 0, 'a reader is fetching: nothing else starts');
+    reader.foreground = 0;
+    reader.lastForegroundAt = Date.now();
+    await tick(40);
+    assert.equal(granted.length, 0, 'within the reader quiet period');
+    (await small).release();
+    assert.ok(granted[0]!.at >= 170, `granted ${granted[0]!.at} ms after the reader's last fetch ended`);
+    assert.equal(granted[0]!.budget, 256 << 10, 'a small batch while the reader may come back');
+    // A reader that never stops: a waiting batch goes after readerMaxWaitMs, alone.
+    reader.foreground = 1;
+    const t1 = Date.now();
+    const [a, b] = [take(2), take(2)];
+    const first = await Promise.race([a, b]);
+    assert.ok(Date.now() - t1 >= 290, 'held up to the longest wait');
+    await tick(20);
+    assert.equal(granted.length, 2, 'one at a time while the reader keeps fetching');
+    first.release();
+    reader.foreground = 0;
+    reader.lastForegroundAt = 0;
+    (await a).release();
+    (await b).release();
+    assert.equal(granted.length, 3);
+    assert.equal(granted[2]!.budget, 2 << 20, 'full batches once readers have been calm');
+    const both = [await s.acquire(2), await s.acquire(2)];
+    assert.equal(both.length, 2, 'and every slot');
+    for (const x of both) x.release();
+  });
+
   it('holds less urgent work of every layer while any layer still has hinted or first-read work (rank 0)', async () => {
     const s = new BackgroundScheduler(2, { pollMs: 2 });
     const done = s.rank0Start();

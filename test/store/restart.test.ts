@@ -60,7 +60,7 @@ describe('store: persistent disk cache across daemon restarts', function () {
       const ranges = proxy.requests.filter((r) => r.method === 'GET' && BLOB_PATH.test(r.path) && r.range);
       assert.equal(ranges.length, 0, JSON.stringify(ranges));
       assert.match(d2.log(), /"msg":"layer resolved"/);
-      assert.match(d2.log(), /"msg":"disk cache loaded"/);
+      assert.match(d2.log(), /"msg":"disk cache listed"/);
     } finally {
       await d2.stop();
     }

@@ -21,6 +21,10 @@ const UNKNOWN = -1;
 /** Subdirectories read at once by list(), and files stat'ed at once by settle(). */
 const LIST_PARALLEL = 16;
 const STAT_SLICE = 128;
+/** The access time list() gives an entry until load() reads the real one. */
+const UNLISTED_ATIME = 0;
+/** A chunk's access time on disk is refreshed at most this often (recency across restarts). */
+const ATIME_REFRESH_MS = 3_600_000;
 /** Most bytes of chunks handed to a writer worker at once. */
 const WRITE_BATCH_BYTES = 4 << 20;
 
@@ -119,7 +123,7 @@ export class DiskCache {
       // A temporary file of an assembly that died: remove it (one under way in another process fails its rename
       // and is tried again later).
       if (!HEX.test(name)) await rm(join(files, name), { force: true });
-      else this.add(FILE_KEY + name, UNKNOWN, 0);
+      else this.add(FILE_KEY + name, UNKNOWN, UNLISTED_ATIME);
     }
     const subs = await readdir(root);
     for (let i = 0; i < subs.length; i += LIST_PARALLEL) {
@@ -128,7 +132,7 @@ export class DiskCache {
         for (const name of await readdir(d).catch(() => [] as string[])) {
           // Leftover temporary file of a run that died mid-write.
           if (!HEX.test(name)) await rm(join(d, name), { force: true });
-          else this.add(name, UNKNOWN, 0);
+          else this.add(name, UNKNOWN, UNLISTED_ATIME);
         }
       }));
     }
@@ -161,7 +165,18 @@ export class DiskCache {
     const old = entries.filter(([k]) => !recent.has(k)).sort((a, b) => (atimes.get(a[0]) ?? 0) - (atimes.get(b[0]) ?? 0));
     this.index.clear();
     for (const [k, size] of [...old, ...entries.filter(([k]) => recent.has(k))]) this.index.set(k, size);
-    for (const [k, t] of atimes) if (!this.touched.has(k) || this.touched.get(k) === 0) this.touched.set(k, t);
+    // Entries used since the start whose access time on disk is old get it refreshed now (see touch), in slices.
+    const stale: string[] = [];
+    for (const [k, t] of atimes) {
+      if (this.touched.get(k) !== UNLISTED_ATIME) continue;
+      if (recent.has(k) && Date.now() - t >= ATIME_REFRESH_MS) stale.push(k);
+      this.touched.set(k, recent.has(k) ? Date.now() : t);
+    }
+    for (let i = 0; i < stale.length; i += STAT_SLICE) {
+      const when = new Date();
+      await Promise.all(stale.slice(i, i + STAT_SLICE).map((k) => utimes(this.path(k), when, when).catch(() => {})));
+      await this.pacer?.();
+    }
     await this.evict();
   }
 
@@ -401,7 +416,11 @@ export class DiskCache {
     // hour (from the atime found at start) keeps that order at the granularity eviction needs, while a warm restart
     // reading a whole layer does not cost a utimes per chunk (5 000 of them took 0.4 s of the FUSE thread).
     const now = Date.now();
-    if (now - (this.touched.get(key) ?? 0) < 3_600_000) return;
+    const last = this.touched.get(key) ?? 0;
+    // Listed but not stat'ed yet: load() refreshes it once it knows the old access time (a utimes per chunk read
+    // on a warm start took 0.4 s of the FUSE thread).
+    if (last === UNLISTED_ATIME && this.recent) return;
+    if (now - last < ATIME_REFRESH_MS) return;
     this.touched.set(key, now);
     const when = new Date(now);
     void utimes(this.path(key), when, when).catch(() => {});

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DiskCache } from '../../src/layer/index.js';
@@ -40,6 +40,9 @@ describe('layer: disk cache', () => {
     assert.ok((await c2.get(digestOf(chunks[0]!), false, 10_000))!.equals(chunks[0]!), 'a hit before any stat');
     await c2.load();
     assert.equal(c2.usedBytes, 60_000, 'every size known once loaded');
+    const atime = (b: Buffer) => statSync(join(dir, 'sha256', digestOf(b).slice(7, 9), digestOf(b).slice(7))).atimeMs;
+    assert.ok(atime(chunks[0]!) > Date.now() - 60_000, 'the chunk read since the start has its access time refreshed on disk');
+    assert.ok(atime(chunks[1]!) < Date.UTC(2021, 0, 1), 'the others keep theirs');
     // Down to 40 KiB: the oldest by access time goes, not the one read since the start.
     await c2.evict(45_000);
     assert.ok(c2.has(digestOf(chunks[0]!)), 'read after the restart: the most recent');

@@ -95,7 +95,7 @@ export async function startDaemon(cfg: Config, logger: Logger = createLogger(cfg
     activity: () => session?.stats.requests ?? 0,
   });
   // The disk cache's start-up stats yield to a starting container (they compete for the disk and the thread pool).
-  if (disk) disk.pacer = () => scheduler.whenIdle(1000);
+  if (disk) disk.pacer = (first) => scheduler.whenIdle(first ? 30_000 : 1000);
   const seen = new SeenRegistries(join(cfg.root, 'registries.json'));
   const resolver = new Resolver({
     client, cache, blobDir: join(cfg.root, 'blobs'), indexDir: join(cfg.root, 'index'), readaheadBytes: cfg.readaheadBytes, dirPrefetchBytes: cfg.dirPrefetchBytes, nearbyBytes: cfg.nearbyPrefetchBytes, wholeFileBytes: cfg.wholeFileBytes,

@@ -73,8 +73,11 @@ export class DiskCache {
   private queuedBytes = 0;
   /** When this process last set each chunk's atime (recency across restarts; refreshed at most once an hour). */
   private readonly touched = new Map<string, number>();
-  /** Awaited between slices of load()'s stats (the daemon makes them wait for an idle store, ≤ 1 s each). */
-  pacer: (() => Promise<void>) | undefined;
+  /**
+   * Awaited before load()'s stats (`first`) and between their slices: the daemon makes them wait for an idle store,
+   * long before the first (a restart is when a container starts: its reads go first), ≤ 1 s between slices.
+   */
+  pacer: ((first: boolean) => Promise<void>) | undefined;
 
   constructor(readonly dir: string, readonly maxBytes: number, private readonly logger?: DiskCacheLogger) {}
 
@@ -146,18 +149,21 @@ export class DiskCache {
   private async settle(): Promise<void> {
     const unknown = [...this.index].filter(([, size]) => size === UNKNOWN).map(([key]) => key);
     const atimes = new Map<string, number>();
+    if (unknown.length > 0) await this.pacer?.(true);
     for (let i = 0; i < unknown.length; i += STAT_SLICE) {
       await Promise.all(unknown.slice(i, i + STAT_SLICE).map(async (key) => {
         const st = await stat(this.path(key)).catch(() => undefined);
-        if (this.index.get(key) !== UNKNOWN) return; // sized by a read meanwhile, or forgotten
-        if (!st) this.forget(key);
-        else {
-          this.setSize(key, st.size);
-          atimes.set(key, st.atimeMs);
+        const size = this.index.get(key);
+        if (size === undefined) return; // forgotten meanwhile
+        if (!st) {
+          if (size === UNKNOWN) this.forget(key); // removed by hand since (one a read has sized is left to the reads)
+          return;
         }
+        if (size === UNKNOWN) this.setSize(key, st.size); // else sized by a read meanwhile
+        atimes.set(key, st.atimeMs);
       }));
       await new Promise((r) => setImmediate(r));
-      await this.pacer?.();
+      await this.pacer?.(false);
     }
     const recent = this.recent ?? new Set<string>();
     this.recent = undefined;
@@ -175,7 +181,7 @@ export class DiskCache {
     for (let i = 0; i < stale.length; i += STAT_SLICE) {
       const when = new Date();
       await Promise.all(stale.slice(i, i + STAT_SLICE).map((k) => utimes(this.path(k), when, when).catch(() => {})));
-      await this.pacer?.();
+      await this.pacer?.(false);
     }
     await this.evict();
   }

@@ -390,7 +390,11 @@ export class LayerPrefetcher {
     this.memoryLeft = lastRank0 >= 0 ? Math.floor(this.content.memoryCacheBytes / RANK0_MEMORY_SHARE) : 0;
     // Local rank-0 chunks go to memory beside the fetch of the missing ones (no link involved: no slot taken).
     const loading = this.loadFirstIntoMemory(chunks, lastRank0);
-    const rank0Done = lastRank0 >= 0 ? this.scheduler.rank0Start() : () => {};
+    const held = lastRank0 >= 0 ? this.scheduler.rank0Start() : () => {};
+    const rank0Done = () => {
+      held();
+      this.content.guided = false;
+    };
     const rank0Batches: Promise<void>[] = [];
     let rank0Issued = lastRank0 < 0;
     const batches: Promise<void>[] = [];

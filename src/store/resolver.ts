@@ -394,13 +394,18 @@ export class Resolver {
     const what = `${ref.string} layer ${desc.digest}`;
     for (let attempt = 0; ; attempt++) {
       let sections: LayerSections;
+      const t0 = performance.now();
       try {
         sections = await readLayerSections(reader, desc.annotations ?? {});
       } catch (err) {
         throw new NotServable((err as TocfsError).code ?? 'TOC_INVALID', `${what}: ${(err as Error).message}`, { cause: err });
       }
       try {
-        return (await this.work.openToc(sections, files)).tree;
+        const t1 = performance.now();
+        const { tree } = await this.work.openToc(sections, files);
+        // Where a cold lookup's time goes: the TOC's bytes, then their checks and the tree (issue 12 item 3).
+        this.opts.logger?.debug?.({ ref: ref.string, layer: desc.digest, fetchMs: Math.round(t1 - t0), processMs: Math.round(performance.now() - t1) }, 'layer TOC read');
+        return tree;
       } catch (err) {
         const code = (err as TocfsError).code;
         // Bytes that do not hash to the annotated digest may be a response damaged on the way: one more try.
@@ -416,6 +421,7 @@ export class Resolver {
    * layers: podman will look them all up, and each TOC costs a round trip. Kept until openLayer takes them.
    */
   private fetchTocsEarly(ref: ImageReference, manifest: ImageManifest): void {
+    this.work.prewarmToc();
     for (const desc of manifest.layers.slice(0, MAX_EARLY_TOCS)) {
       const id = `${ref.string}\0${desc.digest}`;
       if (layerKind(desc.annotations) !== 'zstd:chunked' || this.layers.has(id) || this.earlyTocs.has(id)) continue;
@@ -474,9 +480,11 @@ export class Resolver {
         first.add(access.adopt(await readBefore));
         for (const n of hinted) first.addNode(n);
         content.markReadInPart(first.ranges.keys());
+        content.guided = first.nodes.length > 0;
         prefetcher = async () => {
           data.hintedFiles += first.add(await imageHint);
           content.markReadInPart(first.ranges.keys());
+          content.guided = first.nodes.length > 0;
           return new LayerPrefetcher(tree, content, scheduler, { firstNodes: first.nodes, firstRanges: first.ranges });
         };
       }

@@ -85,6 +85,15 @@ export class WorkerPool {
     });
   }
 
+  /**
+   * Start workers up to the pool's size before tasks come: a worker takes ~120 ms to start here (loading its
+   * modules), which then overlaps the I/O the first task waits for. Idle ones exit after idleExitMs as usual.
+   */
+  prewarm(): void {
+    if (this.closed) return;
+    while (this.slots.length < this.opts.size) this.idle(this.spawn());
+  }
+
   /** Workers running now. */
   get workers(): number {
     return this.slots.length;
@@ -132,13 +141,17 @@ export class WorkerPool {
     slot.pending.delete(m.id);
     if (m.error) p.reject(new WorkerTaskError(m.error.code ?? 'TASK_FAILED', m.error.message));
     else p.resolve(m.value);
-    if (slot.pending.size === 0) slot.worker.unref();
-    if (slot.pending.size === 0 && this.opts.idleExitMs !== undefined && !this.closed) {
-      slot.idleTimer = setTimeout(() => {
-        if (slot.pending.size === 0) void slot.worker.terminate();
-      }, this.opts.idleExitMs);
-      slot.idleTimer.unref();
-    }
+    if (slot.pending.size === 0) this.idle(slot);
+  }
+
+  /** A worker with no task: it no longer keeps the process alive, and exits after idleExitMs. */
+  private idle(slot: Slot): void {
+    slot.worker.unref();
+    if (this.opts.idleExitMs === undefined || this.closed) return;
+    slot.idleTimer = setTimeout(() => {
+      if (slot.pending.size === 0) void slot.worker.terminate();
+    }, this.opts.idleExitMs);
+    slot.idleTimer.unref();
   }
 
   private post(slot: Slot, msg: ToWorker, transfer: Transferable[] = []): void {

@@ -217,6 +217,12 @@ describe('layer: content', () => {
     await read(without, missed);
     await read(without, near);
     assert.equal(off.calls, 2, 'without it, the neighbour is a fetch too');
+    // While a hint's fetch is under way (guided), a miss fetches only what it reads.
+    const hinted = new CountingSource(blob);
+    const guided = new LayerContent(tree, hinted, new ChunkCache(64 << 20), { name: fx.name, readaheadBytes: 0, nearbyBytes: window });
+    guided.guided = true;
+    await read(guided, missed);
+    assert.deepEqual(hinted.asked, [[{ start: at.start, end: at.end }]], 'guided: the miss alone');
   });
 
   it('with wholeFileBytes, a miss anywhere in a file brings the rest of it in a few batched requests', async () => {

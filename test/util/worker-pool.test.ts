@@ -21,6 +21,17 @@ describe('util: worker pool', function () {
     assert.equal(p.stats.tasks, 10);
   });
 
+  it('starts its workers ahead of tasks when asked, and lets them exit when no task comes', async () => {
+    const p = pool({ idleExitMs: 200 });
+    p.prewarm();
+    assert.equal(p.workers, 2, 'both started at once');
+    p.prewarm();
+    assert.equal(p.workers, 2, 'never more than the size');
+    assert.equal(await p.run<number>('double', { n: 21 }), 42);
+    await new Promise((r) => setTimeout(r, 800));
+    assert.equal(p.workers, 0, 'idle workers exited');
+  });
+
   it("carries a task's error message and code across the thread", async () => {
     await assert.rejects(pool().run('fail', {}), (e: WorkerTaskError) => e instanceof WorkerTaskError && e.code === 'TASK_SAID_NO' && e.message === 'task said no');
   });

@@ -134,6 +134,22 @@ export class BackgroundScheduler {
     return this.waitWhile(() => !this.idle(), maxMs);
   }
 
+  /**
+   * Resolve once the store has stayed idle for `quietMs` on end, or after `maxMs` at the latest: for work that can
+   * wait for the end of a container's start, not just for a pause in it (between podman's pull and its run).
+   */
+  async whenIdleFor(quietMs: number, maxMs: number): Promise<void> {
+    const until = Date.now() + maxMs;
+    let since: number | undefined;
+    while (Date.now() < until) {
+      this.checkStopped();
+      if (!this.idle()) since = undefined;
+      else if (since === undefined) since = Date.now();
+      else if (Date.now() - since >= quietMs) return;
+      await new Promise((r) => setTimeout(r, Math.max(this.opts.pollMs ?? 10, 50)));
+    }
+  }
+
   /** Poll until `busy` is false or `maxMs` have passed (rejects once the daemon stops). */
   private async waitWhile(busy: () => boolean, maxMs: number): Promise<void> {
     const until = Date.now() + maxMs;

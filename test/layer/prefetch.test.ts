@@ -107,6 +107,21 @@ describe('layer: background scheduler', () => {
     assert.ok(Date.now() - t0 >= 50, 'whenIdle waited for the quiet period');
   });
 
+  it('waits for a quiet stretch, not a pause, when asked (and never longer than its bound)', async () => {
+    let requests = 0;
+    const s = new BackgroundScheduler(2, { quietMs: 20, pollMs: 2, activity: () => requests });
+    const t0 = Date.now();
+    const bursts = setInterval(() => { if (Date.now() - t0 < 300) requests++; }, 60); // pauses of 60 ms for 300 ms
+    await s.whenIdleFor(200, 5000);
+    clearInterval(bursts);
+    assert.ok(Date.now() - t0 >= 450, `resolved ${Date.now() - t0} ms in: after the bursts and 200 ms of quiet`);
+    const busy = setInterval(() => { requests++; }, 5);
+    const t1 = Date.now();
+    await s.whenIdleFor(200, 300);
+    clearInterval(busy);
+    assert.ok(Date.now() - t1 < 1000, 'bounded');
+  });
+
   it('never starves CPU-heavy work on a busy filesystem: pauses are bounded and the slot is given back meanwhile', async () => {
     let requests = 0;
     const s = new BackgroundScheduler(1, { quietMs: 40, pollMs: 2, maxPauseMs: 30, activity: () => requests });

@@ -16,6 +16,7 @@ export interface Config {
   readaheadBytes: number;
   /** On a file's first miss, compressed bytes of its directory's small files fetched in the same request (0: off). */
   dirPrefetchBytes: number;
+  /** On every miss, compressed bytes before and after it in the blob whose small files come too (0: off). */
   nearbyPrefetchBytes: number;
   /** Files up to this size are fetched whole from their first miss on (0: off). */
   wholeFileBytes: number;

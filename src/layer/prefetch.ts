@@ -91,10 +91,9 @@ export class BackgroundScheduler {
   /** A reader is fetching now, or was within `quiet` ms (default: the quiet period). */
   busy(quiet = this.opts.quietMs ?? 250): boolean {
     const now = Date.now();
-    for (const c of this.contents) if (c.foreground > 0 || now - c.lastForegroundAt < quiet) return true;
+    for (const c of this.contents) if (fetchedWithin(c, quiet, now)) return true;
     return false;
   }
-
 
   /**
    * Readers fetch from other layers now (within the quiet period) while none fetched from `c` for OTHER_LAYER_QUIET_MS:
@@ -102,9 +101,9 @@ export class BackgroundScheduler {
    */
   othersReading(c: LayerContent): boolean {
     const now = Date.now();
-    if (c.foreground > 0 || now - c.lastForegroundAt < OTHER_LAYER_QUIET_MS) return false;
+    if (fetchedWithin(c, OTHER_LAYER_QUIET_MS, now)) return false;
     const quiet = this.opts.quietMs ?? 250;
-    for (const d of this.contents) if (d !== c && (d.foreground > 0 || now - d.lastForegroundAt < quiet)) return true;
+    for (const d of this.contents) if (d !== c && fetchedWithin(d, quiet, now)) return true;
     return false;
   }
 
@@ -187,10 +186,9 @@ export class BackgroundScheduler {
       // them held while it read; python went 22.0 s -> 18.3 s with no background work at all, since batches at full
       // size in its pauses put 4 MiB (330 ms) ahead of its next miss. So: nothing while readers fetch (and for
       // readerQuietMs after), then one small batch at a time until they have been quiet for readerCalmMs.
-      const now = Date.now();
       const reading = rank > 0 && this.busy(this.opts.readerQuietMs ?? 1500);
       const recent = rank > 0 && this.busy(this.opts.readerCalmMs ?? 10_000);
-      const starved = reading && now - since >= (this.opts.readerMaxWaitMs ?? 5000);
+      const starved = reading && Date.now() - since >= (this.opts.readerMaxWaitMs ?? 5000);
       // Across layers too, hinted and first-read files go before small files, and those before the rest.
       const better = this.waiting.slice(0, rank).some((n) => n > 0);
       // While any layer still has hinted or first-read work (rank 0), nothing less urgent starts: that work is
@@ -272,6 +270,11 @@ export class BackgroundScheduler {
       if (held) this.running--;
     }
   }
+}
+
+/** A reader of `c` is fetching now, or its last fetch ended less than `ms` before `now`. */
+function fetchedWithin(c: LayerContent, ms: number, now: number): boolean {
+  return c.foreground > 0 || now - c.lastForegroundAt < ms;
 }
 
 /**

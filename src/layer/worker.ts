@@ -93,6 +93,8 @@ function verifyChunk(input: { where: string; spec: ChunkSpec; compressed: Uint8A
   return { value: data, transfer: transferable(data) };
 }
 
+/** Numbers this worker's temporary file names (chunk files, assembled files). */
+let tmpSeq = 0;
 /** Subdirectories of disk caches this worker knows exist. */
 const knownDirs = new Set<string>();
 
@@ -115,12 +117,10 @@ function writeChunkFiles(input: { dir: string; hexes: string[]; lengths: number[
   return { value: errors };
 }
 
-let chunkTmpSeq = 0;
-
 function writeChunkFile(dir: string, hex: string, bytes: Uint8Array, retry = true): void {
   const final = chunkFilePath(dir, hex);
   const sub = final.slice(0, final.lastIndexOf('/'));
-  const tmp = `${sub}/.tmp-${process.pid}-${threadId}-${chunkTmpSeq++}`;
+  const tmp = `${sub}/.tmp-${process.pid}-${threadId}-${tmpSeq++}`;
   try {
     if (!knownDirs.has(sub)) {
       mkdirSync(sub, { recursive: true, mode: 0o700 });
@@ -142,8 +142,6 @@ function readChunkFile(input: { path: string; hex: string }): TaskResult {
   if (data === 'corrupt') return { value: { corrupt: true } };
   return { value: { data }, transfer: transferable(data) };
 }
-
-let tmpSeq = 0;
 
 /** SHA-256 (hex) of a whole file, read in pieces; undefined if it cannot be read or is not `size` bytes. */
 function hashFile(path: string, size: number): string | undefined {

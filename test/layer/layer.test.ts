@@ -6,7 +6,7 @@ import { decompress } from 'zstd-napi';
 import { openChunkedLayer, readTar } from '../../src/format/index.js';
 import {
   BackgroundScheduler, ChunkCache, DiskCache, LayerContent, LayerPrefetcher, LayerTree, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG,
-  type BlobSource, type ContentError,
+  type BlobSource, type ContentError, type ContentOptions,
 } from '../../src/layer/index.js';
 import { loadFixtures, type Fixture } from '../format/fixtures.js';
 
@@ -32,6 +32,17 @@ async function openFixture(fx: Fixture, blob = readFileSync(fx.blobPath)) {
   const mem = { size: blob.length, read: async (s: number, e: number) => blob.subarray(s, e) };
   const layer = await openChunkedLayer(mem, fx.descriptor.annotations);
   return { tree: LayerTree.fromToc(layer.toc), blob };
+}
+
+/** A LayerContent over `blob` through its own CountingSource, without readahead unless `opts` says otherwise. */
+function counted(tree: LayerTree, blob: Buffer, name: string, opts: Partial<ContentOptions> = {}) {
+  const src = new CountingSource(blob);
+  return { src, content: new LayerContent(tree, src, new ChunkCache(64 << 20), { name, readaheadBytes: 0, ...opts }) };
+}
+
+/** All of regular file `n`, through `content`. */
+async function readWhole(tree: LayerTree, content: LayerContent, n: number): Promise<Buffer> {
+  return Buffer.concat(await content.read(n, 0, tree.sizeOf(n)));
 }
 
 function resolve(tree: LayerTree, path: string): number {
@@ -170,14 +181,12 @@ describe('layer: content', () => {
     walk(0);
     assert.ok(best.files.length >= 3, `${fx.name} has a directory of small files`);
     const [first, second, third] = best.files as [number, number, number];
-    const read = async (content: LayerContent, n: number) => Buffer.concat(await content.read(n, 0, tree.sizeOf(n)));
-    const plain = new CountingSource(blob);
-    const without = new LayerContent(tree, plain, new ChunkCache(64 << 20), { name: fx.name, readaheadBytes: 0 });
+    const read = (content: LayerContent, n: number) => readWhole(tree, content, n);
+    const { src: plain, content: without } = counted(tree, blob, fx.name);
     await read(without, first);
     await read(without, second);
     assert.equal(plain.calls, 2, 'without it, each file is a fetch');
-    const src = new CountingSource(blob);
-    const content = new LayerContent(tree, src, new ChunkCache(64 << 20), { name: fx.name, readaheadBytes: 0, dirPrefetchBytes: 1 << 20 });
+    const { src, content } = counted(tree, blob, fx.name, { dirPrefetchBytes: 1 << 20 });
     const a = await read(content, first);
     assert.equal(src.calls, 2, 'the miss, and beside it one request for its siblings');
     assert.deepEqual(src.asked[0]!.map((r) => r.start), [tree.chunkRange(first, 0).start], 'the file read goes alone, first');
@@ -201,9 +210,8 @@ describe('layer: content', () => {
     const far = files.find((n) => tree.chunkRange(n, 0).start > at.end + 4 * window)!;
     assert.ok(near !== undefined && far !== undefined, 'the fixture has a neighbour and a distant file');
     const expected = await tarContents(blob);
-    const read = async (content: LayerContent, n: number) => Buffer.concat(await content.read(n, 0, tree.sizeOf(n)));
-    const src = new CountingSource(blob);
-    const content = new LayerContent(tree, src, new ChunkCache(64 << 20), { name: fx.name, readaheadBytes: 0, nearbyBytes: window });
+    const read = (content: LayerContent, n: number) => readWhole(tree, content, n);
+    const { src, content } = counted(tree, blob, fx.name, { nearbyBytes: window });
     assert.ok((await read(content, missed)).equals(expected.get(tree.pathOf(missed))!));
     assert.equal(src.calls, 2, 'the miss, and beside it one request for its neighbours');
     assert.deepEqual(src.asked[0], [{ start: at.start, end: at.end }], 'the file read goes alone, first');
@@ -212,14 +220,12 @@ describe('layer: content', () => {
     assert.ok(src.asked[1]!.every((r) => r.end > at.start - window && r.start < at.end + window), 'nothing beyond the window was asked');
     await read(content, far);
     assert.equal(src.calls, 4, 'a file beyond the window is a fetch of its own (with its neighbours)');
-    const off = new CountingSource(blob);
-    const without = new LayerContent(tree, off, new ChunkCache(64 << 20), { name: fx.name, readaheadBytes: 0 });
+    const { src: off, content: without } = counted(tree, blob, fx.name);
     await read(without, missed);
     await read(without, near);
     assert.equal(off.calls, 2, 'without it, the neighbour is a fetch too');
     // While a hint's fetch is under way (guided), a miss fetches only what it reads.
-    const hinted = new CountingSource(blob);
-    const guided = new LayerContent(tree, hinted, new ChunkCache(64 << 20), { name: fx.name, readaheadBytes: 0, nearbyBytes: window });
+    const { src: hinted, content: guided } = counted(tree, blob, fx.name, { nearbyBytes: window });
     guided.guided = true;
     await read(guided, missed);
     assert.deepEqual(hinted.asked, [[{ start: at.start, end: at.end }]], 'guided: the miss alone');

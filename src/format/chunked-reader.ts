@@ -4,7 +4,7 @@ import { sha256Digest, type Digest } from '../util/index.js';
 import {
   checkSections, parseChunkedAnnotations, MAX_TOC_SIZE, type BlobSection, type ChunkedAnnotations,
 } from './annotations.js';
-import { formatError } from './errors.js';
+import { formatError, type FormatErrorCode } from './errors.js';
 import { buildLayerToc, LIMITS, type LayerChunk, type LayerFile, type LayerToc } from './layer-toc.js';
 import { decodeToc, firstMetadataDifference, type TocEntry } from './metadata.js';
 import { decodeTarSplit, headersFromTarSplit, rebuildTar, tarSizeFromTarSplit, type TarSplitEntry } from './tarsplit.js';
@@ -91,19 +91,69 @@ export async function layerFromSections(sections: LayerSections): Promise<Chunke
   const { toc, tocJson } = tocFromBytes(sections.tocZ, a);
   const layer: ChunkedLayer = { annotations: a, toc, tocJson };
   if (toc.tarSplitDigest === undefined) return layer;
-  if (!a.tarSplit || !sections.tarSplitZ) {
-    throw formatError('ANNOTATION_INVALID', 'the TOC requires a tar-split, but the tarsplit-position annotation does not describe one');
-  }
+  if (!a.tarSplit || !sections.tarSplitZ) throw noTarSplitSection();
   const tsZ = sections.tarSplitZ;
-  const tsDigest = sha256Digest(tsZ);
-  if (tsDigest !== toc.tarSplitDigest) {
-    throw formatError('DIGEST_MISMATCH', `tar-split digest mismatch: the TOC says ${toc.tarSplitDigest}, the bytes at [${a.tarSplit.offset}, ${a.tarSplit.offset + a.tarSplit.compressed}) hash to ${tsDigest}`);
-  }
+  checkTarSplitDigest(toc, a, sha256Digest(tsZ));
   const tarSplit = decodeTarSplit(decompressFrames(tsZ, declaredBound(a.tarSplit.uncompressed, MAX_TARSPLIT_TEXT), 'tar-split').toString('utf8'));
   await ensureTocMatchesTarSplit(toc, tarSplit);
   layer.tarSplit = tarSplit;
   layer.diffSize = tarSizeFromTarSplit(tarSplit);
   return layer;
+}
+
+/**
+ * What the TOC cross-check needs from a layer's tar-split, worked out without the TOC, so that it can run on a
+ * second thread while the TOC is decoded (openToc in layer/worker.ts: a 30k-file layer's tar-split takes longer than
+ * its TOC). Nothing in it may be believed before `digest` matches the TOC's tarSplitDigest (checkTarSplitFacts).
+ */
+export interface TarSplitFacts {
+  /** sha256 of the compressed section. */
+  digest: Digest;
+  /** The tar headers it records (headersFromTarSplit), absent when it could not be read. */
+  headers?: TocEntry[];
+  /** Size of the uncompressed tar. */
+  diffSize?: number;
+  /** Why it could not be read: reported only once the digest is known to match, as layerFromSections does. */
+  error?: { code: string; message: string };
+}
+
+export async function tarSplitFacts(tsZ: Uint8Array, a: ChunkedAnnotations): Promise<TarSplitFacts> {
+  const digest = sha256Digest(tsZ);
+  try {
+    if (!a.tarSplit) throw noTarSplitSection();
+    const text = decompressFrames(tsZ, declaredBound(a.tarSplit.uncompressed, MAX_TARSPLIT_TEXT), 'tar-split').toString('utf8');
+    const tarSplit = decodeTarSplit(text);
+    return { digest, headers: await headersFromTarSplit(tarSplit), diffSize: tarSizeFromTarSplit(tarSplit) };
+  } catch (err) {
+    const e = err as Error & { code?: unknown };
+    return { digest, error: { code: typeof e.code === 'string' ? e.code : 'TARSPLIT_INVALID', message: e.message } };
+  }
+}
+
+/**
+ * The second half of layerFromSections for a tar-split read apart (tarSplitFacts): the same checks in the same
+ * order, with the same errors. Returns the uncompressed tar size.
+ */
+export function checkTarSplitFacts(toc: LayerToc, a: ChunkedAnnotations, facts: TarSplitFacts): number {
+  if (toc.tarSplitDigest === undefined) throw formatError('TARSPLIT_INVALID', 'the TOC names no tar-split digest');
+  if (!a.tarSplit) throw noTarSplitSection();
+  checkTarSplitDigest(toc, a, facts.digest);
+  if (facts.error || !facts.headers || facts.diffSize === undefined) {
+    throw formatError((facts.error?.code ?? 'TARSPLIT_INVALID') as FormatErrorCode, facts.error?.message ?? 'the tar-split could not be read');
+  }
+  ensureTocMatchesHeaders(toc, facts.headers);
+  return facts.diffSize;
+}
+
+function noTarSplitSection(): Error {
+  return formatError('ANNOTATION_INVALID', 'the TOC requires a tar-split, but the tarsplit-position annotation does not describe one');
+}
+
+function checkTarSplitDigest(toc: LayerToc, a: ChunkedAnnotations, actual: Digest): void {
+  if (actual !== toc.tarSplitDigest) {
+    const at = a.tarSplit ? ` at [${a.tarSplit.offset}, ${a.tarSplit.offset + a.tarSplit.compressed})` : '';
+    throw formatError('DIGEST_MISMATCH', `tar-split digest mismatch: the TOC says ${toc.tarSplitDigest}, the bytes${at} hash to ${actual}`);
+  }
 }
 
 /**
@@ -129,9 +179,13 @@ export function tocFromBytes(tocZ: Buffer, a: ChunkedAnnotations): { toc: LayerT
 
 /** Every tar header in the tar-split has a TOC entry with the same metadata, and vice versa. */
 export async function ensureTocMatchesTarSplit(toc: LayerToc, tarSplit: readonly TarSplitEntry[]): Promise<void> {
+  ensureTocMatchesHeaders(toc, await headersFromTarSplit(tarSplit));
+}
+
+function ensureTocMatchesHeaders(toc: LayerToc, headers: readonly TocEntry[]): void {
   const byName = new Map<string, TocEntry>();
   for (const f of toc.files) byName.set(f.name, f.entry);
-  for (const h of await headersFromTarSplit(tarSplit)) {
+  for (const h of headers) {
     const t = byName.get(h.name);
     if (!t) throw formatError('TARSPLIT_MISMATCH', `tar-split has an entry for "${h.name}" that the TOC lacks`);
     const diff = firstMetadataDifference(t, h);

@@ -14,8 +14,8 @@ export {
   type TarSplitEntry, type ContentGetter, type RebuiltTar,
 } from './tarsplit.js';
 export {
-  openChunkedLayer, readLayerSections, layerFromSections, tocFromBytes, ensureTocMatchesTarSplit, verifyChunk, verifyChunkBytes, zerosDigest, readChunk, readFile, verifyChunkedLayer,
-  type BlobReader, type ChunkedLayer, type LayerSections, type LayerVerification, type ChunkSpec,
+  openChunkedLayer, readLayerSections, layerFromSections, tocFromBytes, ensureTocMatchesTarSplit, tarSplitFacts, checkTarSplitFacts, verifyChunk, verifyChunkBytes, zerosDigest, readChunk, readFile, verifyChunkedLayer,
+  type BlobReader, type ChunkedLayer, type LayerSections, type LayerVerification, type ChunkSpec, type TarSplitFacts,
 } from './chunked-reader.js';
 export { readTar, type TarEvent, type TarHeader, type TarTime, type TocEntryType } from './tar.js';
 export { crc64, Crc64 } from './crc64.js';

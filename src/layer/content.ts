@@ -19,6 +19,7 @@ export class ContentError extends TocfsError {}
 export interface ContentLogger {
   error(obj: object, msg: string): void;
   warn(obj: object, msg: string): void;
+  info?(obj: object, msg: string): void;
   /** Each read that waits for the registry (log_level = "debug"): what a hint missed. */
   debug?(obj: object, msg: string): void;
 }
@@ -564,9 +565,14 @@ export class LayerContent {
       buffers = await this.source.readRanges(items.map((b) => ({ start: b.chunk.start, end: b.chunk.end })), signal, Date.now() + this.timeoutMs);
       ok = true;
     } catch (err) {
-      const why = this.opts.stop?.aborted ? 'the daemon is stopping'
-        : timeout.aborted ? `the registry did not deliver within ${this.timeoutMs / 1000} s (fetch_timeout); check the registry and the network, or raise fetch_timeout`
-          : `fetch failed: ${(err as Error).message}`;
+      if (this.opts.stop?.aborted) {
+        // Not a fault: one line for the batch, not an error per chunk on every stop with fetches under way.
+        this.opts.logger?.info?.({ layer: this.opts.name, chunks: items.length }, `${this.opts.name}: ${items.length} chunk fetch(es) abandoned: the daemon is stopping`);
+        for (const b of items) b.reject(this.error(b.node, b.chunk, 'the daemon is stopping', err, 'FETCH_FAILED', false));
+        return { bytes: 0, writes: [] };
+      }
+      const why = timeout.aborted ? `the registry did not deliver within ${this.timeoutMs / 1000} s (fetch_timeout); check the registry and the network, or raise fetch_timeout`
+        : `fetch failed: ${(err as Error).message}`;
       for (const b of items) b.reject(this.error(b.node, b.chunk, why, err, 'FETCH_FAILED'));
       return { bytes: 0, writes: [] };
     } finally {
@@ -633,9 +639,9 @@ export class LayerContent {
     return `${this.opts.name}: "${this.tree.pathOf(node)}" chunk at file offset ${c.fileOffset} (blob [${c.start}, ${c.end}))`;
   }
 
-  private error(node: number, c: ChunkView, why: string, cause: unknown, code: 'FETCH_FAILED' | 'VERIFY_FAILED' | 'TOO_BIG'): ContentError {
+  private error(node: number, c: ChunkView, why: string, cause: unknown, code: 'FETCH_FAILED' | 'VERIFY_FAILED' | 'TOO_BIG', log = true): ContentError {
     const msg = why.startsWith(this.opts.name) ? why : `${this.where(node, c)}: ${why}`;
-    this.opts.logger?.error({ layer: this.opts.name, path: this.tree.pathOf(node), fileOffset: c.fileOffset, blobStart: c.start, blobEnd: c.end }, msg);
+    if (log) this.opts.logger?.error({ layer: this.opts.name, path: this.tree.pathOf(node), fileOffset: c.fileOffset, blobStart: c.start, blobEnd: c.end }, msg);
     return new ContentError(code, msg, cause === undefined ? undefined : { cause });
   }
 }

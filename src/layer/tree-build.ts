@@ -49,6 +49,27 @@ export interface TreeFacts {
  * lookup), and node numbers depend on the TOC alone, so inode numbers are the same in every run.
  */
 export function buildTreeIndex(toc: LayerToc, facts: TreeFacts): TreeIndex {
+  return writeTreeIndex(planTreeIndex(toc), facts);
+}
+
+/** The part of buildTreeIndex that needs only the TOC (most of its work); writeTreeIndex finishes it. */
+export interface TreePlan {
+  toc: LayerToc;
+  draft: DraftNode[];
+  names: Map<number, { name: Buffer; node: number }[]>;
+  counts: IndexCounts;
+  symlinks: [number, Buffer][];
+  xattrs: [number, Buffer][];
+  fileDigests: [number, Digest][];
+  uids: Set<number>;
+  gids: Set<number>;
+}
+
+/**
+ * Plan a layer's tree from its TOC alone: the daemon does this while the tar-split it is cross-checked against is
+ * still being read on another worker (layer/worker.ts openToc).
+ */
+export function planTreeIndex(toc: LayerToc): TreePlan {
   const draft = buildDraft(toc);
   const n = draft.length;
   const names = new Map<number, { name: Buffer; node: number }[]>();
@@ -92,6 +113,13 @@ export function buildTreeIndex(toc: LayerToc, facts: TreeFacts): TreeIndex {
     nodes: n, entries, chunks, nameBytes, symlinks: symlinks.length, symlinkBytes, xattrNodes: xattrs.length, xattrBytes,
     fileDigests: fileDigests.length, uids: uids.size, gids: gids.size, metaBytes: 0,
   };
+  return { toc, draft, names, counts, symlinks, xattrs, fileDigests, uids, gids };
+}
+
+/** Lay out and fill the index of a planned tree. */
+export function writeTreeIndex(plan: TreePlan, facts: TreeFacts): TreeIndex {
+  const { toc, draft, names, symlinks, xattrs, fileDigests, uids, gids } = plan;
+  const counts = { ...plan.counts };
   const meta = encodeMeta({
     tocDigest: facts.tocDigest, diffSize: facts.diffSize, tocEntries: toc.files.length,
     ...(facts.tarSplitDigest ? { tarSplitDigest: facts.tarSplitDigest } : {}),

@@ -1,4 +1,5 @@
 import { availableParallelism } from 'node:os';
+import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import { verifyChunkBytes, zerosDigest, type ChunkSpec, type LayerSections } from '../format/index.js';
 import { transferable, WorkerPool, type Digest } from '../util/index.js';
 import { verifiedChunkFile } from './chunk-file.js';
@@ -55,14 +56,28 @@ export class LayerWork {
     return this.files.run<AssembleResult>('assembleFile', { buffer: tree.index.buffer, node, cacheDir, hex });
   }
 
-  /** Open a layer from its TOC and tar-split sections (verified, cross-checked, tree built and kept in `files`). */
+  /**
+   * Open a layer from its TOC and tar-split sections (verified, cross-checked, tree built and kept in `files`). The
+   * tar-split is read on a second worker meanwhile (see openToc in worker.ts); its findings go straight to the
+   * first over a MessageChannel, never through this thread.
+   */
   async openToc(sections: LayerSections, files?: IndexFiles): Promise<{ tree: LayerTree; saved: boolean }> {
     // Fresh copies: the sections may be views into a larger response buffer, which must not be transferred.
     const tocZ = Buffer.from(sections.tocZ);
     const tarSplitZ = sections.tarSplitZ ? Buffer.from(sections.tarSplitZ) : undefined;
+    let port: MessagePort | undefined;
+    if (tarSplitZ) {
+      const channel = new MessageChannel();
+      port = channel.port1;
+      const copy = Buffer.from(tarSplitZ);
+      // Its outcome reaches openToc through the port (a worker that dies closes it); nothing to await here.
+      this.toc.run('tarSplitFacts', { annotations: sections.annotations, tarSplitZ: copy, port: channel.port2 }, {
+        transfer: [...transferable(copy), channel.port2],
+      }).catch(() => {});
+    }
     const r = await this.toc.run<{ buffer: SharedArrayBuffer; saved: boolean }>('openToc', {
-      sections: { annotations: sections.annotations, tocZ, ...(tarSplitZ ? { tarSplitZ } : {}) }, ...(files ? { files } : {}),
-    }, { transfer: [...transferable(tocZ), ...(tarSplitZ ? transferable(tarSplitZ) : [])] });
+      sections: { annotations: sections.annotations, tocZ, ...(tarSplitZ ? { tarSplitZ } : {}) }, ...(files ? { files } : {}), ...(port ? { port } : {}),
+    }, { transfer: [...transferable(tocZ), ...(tarSplitZ ? transferable(tarSplitZ) : []), ...(port ? [port] : [])] });
     return { tree: new LayerTree(adoptTreeIndex(r.buffer)), saved: r.saved };
   }
 

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { open, mkdir, readFile, rename, rm } from 'node:fs/promises';
+import { access, open, mkdir, readFile, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { LRUCache } from 'lru-cache';
 import {
@@ -373,7 +373,11 @@ export class Resolver {
     const readBefore = AccessLog.read(this.opts.accessDir, tocDigest);
     const files = this.indexFiles(tocDigest);
     const t0 = performance.now();
-    const kept = files ? this.work.loadIndex(files, tocDigest as Digest).catch(() => undefined) : Promise.resolve(undefined);
+    // No kept index (a first pull) is known from one access(2): asking a worker would first wait for it to start
+    // (~0.1 s here), and the TOC fetch waits for that answer.
+    const kept = files
+      ? access(files.index).then(() => this.work.loadIndex(files, tocDigest as Digest), () => undefined).catch(() => undefined)
+      : Promise.resolve(undefined);
     const source = await this.opts.client.getBlobSource(ref, desc);
     const t1 = performance.now();
     let tree = await kept;

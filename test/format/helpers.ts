@@ -2,7 +2,8 @@
 import assert from 'node:assert/strict';
 import {
   ANNOTATION_TARSPLIT_POSITION, ANNOTATION_TOC_POSITION, compressFrame, encodeFooter, encodeToc,
-  formatChunkedAnnotations, FormatError, skippableHeader, writeZstdChunked, type BlobReader, type TocDocument,
+  formatChunkedAnnotations, FormatError, skippableHeader, writeZstdChunked, checkTarSplitFacts, layerFromSections,
+  openChunkedLayer, readLayerSections, tarSplitFacts, tocFromBytes, type BlobReader, type ChunkedLayer, type TocDocument,
   type WriterResult,
 } from '../../src/format/index.js';
 import { sha256Digest } from '../../src/util/index.js';
@@ -137,4 +138,30 @@ export async function seedLayer() {
     .build();
   const { blob, result } = await convert(tar);
   return { tar, blob, result, big, small, ...splitBlob(blob, result.annotations) };
+}
+
+/**
+ * openChunkedLayer, and the daemon's split of the same work (tocFromBytes + tarSplitFacts + checkTarSplitFacts,
+ * which run on two workers there): both must accept the same layers, with the same tar size, and refuse the same
+ * ones with the same error. Resolves or rejects as openChunkedLayer does.
+ */
+export async function openBothWays(blob: BlobReader, annotations: Record<string, string>): Promise<ChunkedLayer> {
+  const whole = await openChunkedLayer(blob, annotations).then((l) => ({ l }), (err: unknown) => ({ err }));
+  const split = await (async () => {
+    const sections = await readLayerSections(blob, annotations);
+    // Without a tar-split section the daemon does not split the work either.
+    if (!sections.tarSplitZ) return (await layerFromSections(sections)).diffSize;
+    const facts = await tarSplitFacts(sections.tarSplitZ, sections.annotations);
+    const { toc } = tocFromBytes(sections.tocZ, sections.annotations);
+    return toc.tarSplitDigest !== undefined ? checkTarSplitFacts(toc, sections.annotations, facts) : undefined;
+  })().then((diffSize) => ({ diffSize }), (err: unknown) => ({ err }));
+  if ('err' in whole) {
+    assert.ok('err' in split, `the split path accepted a layer openChunkedLayer refused: ${(whole.err as Error).message}`);
+    assert.equal((split.err as FormatError).code, (whole.err as FormatError).code);
+    assert.equal((split.err as Error).message, (whole.err as Error).message);
+    throw whole.err;
+  }
+  if ('err' in split) assert.fail(`the split path refused a layer openChunkedLayer accepted: ${(split.err as Error).message}`);
+  assert.equal(split.diffSize, whole.l.diffSize);
+  return whole.l;
 }

@@ -6,7 +6,7 @@ import {
   type BlobReader, type ChunkedLayer, type TarSplitEntry,
 } from '../../src/format/index.js';
 import { sha256Digest } from '../../src/util/index.js';
-import { assemble, collect, formatErr, memBlob, seedLayer } from './helpers.js';
+import { assemble, collect, formatErr, memBlob, openBothWays, seedLayer } from './helpers.js';
 
 type Seed = Awaited<ReturnType<typeof seedLayer>>;
 /** A TOC as plain JSON values, so that any field can be given any (wrong) value. */
@@ -44,7 +44,7 @@ describe('format: hostile TOCs, tar-splits and annotations', function () {
   };
   const open = (toc: RawToc | string, withTarSplit = false) => {
     const a = assemble(s.data, typeof toc === 'string' ? toc : JSON.stringify(toc), withTarSplit ? { z: s.tarSplitZ, size: s.tarSplitSize } : undefined);
-    return openChunkedLayer(memBlob(a.blob), a.annotations);
+    return openBothWays(memBlob(a.blob), a.annotations);
   };
 
   it('the hand-assembled seed TOC opens and verifies (the harness itself is sound)', async () => {
@@ -453,7 +453,7 @@ describe('format: hostile tar-splits (authenticated by the TOC, but malformed)',
   const openWith = async (text: string) => {
     const z = compressFrame(Buffer.from(text), 1);
     const a = assemble(s.data, JSON.stringify({ ...tocBase, tarSplitDigest: sha256Digest(z) }), { z, size: Buffer.byteLength(text) });
-    const l = await openChunkedLayer(memBlob(a.blob), a.annotations);
+    const l = await openBothWays(memBlob(a.blob), a.annotations);
     return verifyChunkedLayer(memBlob(a.blob), l);
   };
   const encode = (es: TarSplitEntry[]) => es.map((e, i) => encodeTarSplitLine(e, i)).join('');

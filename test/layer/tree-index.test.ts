@@ -6,6 +6,7 @@ import { openChunkedLayer, readLayerSections } from '../../src/format/index.js';
 import { LayerTree, LayerWork, TreeIndexError } from '../../src/layer/index.js';
 import { indexFileBytes, openTreeIndex } from '../../src/layer/tree-index.js';
 import { loadFixtures } from '../format/fixtures.js';
+import { assemble, memBlob, seedLayer } from '../format/helpers.js';
 
 /** Every path of a tree with its attributes, for comparing two trees. */
 function listing(tree: LayerTree): string[] {
@@ -52,6 +53,32 @@ describe('layer: tree index (the binary tree kept per TOC digest and shared acro
     assert.throws(() => openTreeIndex(flipped, 't'), (e: TreeIndexError) => /checksum mismatch/.test(e.message));
     assert.throws(() => openTreeIndex(foreign, 't'), (e: TreeIndexError) => /not a tree index of this tocfs version/.test(e.message));
     assert.throws(() => openTreeIndex(file.subarray(0, 10), 't'), (e: TreeIndexError) => /too short/.test(e.message));
+  });
+
+  it('refuses, on one worker or two, a TOC whose tar-split disagrees, and a tar-split that is not the TOC\'s', async () => {
+    const seed = await seedLayer();
+    const good = await openChunkedLayer(memBlob(seed.blob), seed.result.annotations);
+    const tamper = (edit: (toc: { entries: { name: string; type: string; mode?: number }[]; tarSplitDigest?: string }) => void) => {
+      const toc = JSON.parse(good.tocJson) as { entries: { name: string; type: string; mode?: number }[]; tarSplitDigest?: string };
+      edit(toc);
+      const a = assemble(seed.data, JSON.stringify(toc), { z: seed.tarSplitZ, size: seed.tarSplitSize });
+      return readLayerSections(memBlob(a.blob), a.annotations);
+    };
+    const modeChanged = await tamper((t) => { t.entries.find((e) => e.name === 'd/small' && e.type === 'reg')!.mode = 0o600; });
+    const otherTarSplit = await tamper((t) => { t.tarSplitDigest = `sha256:${'1'.repeat(64)}`; });
+    const intact = await tamper(() => {});
+    for (const threads of [1, 2]) {
+      const work = new LayerWork({ threads });
+      try {
+        await assert.rejects(work.openToc(modeChanged), (e: Error & { code?: string }) => e.code === 'TARSPLIT_MISMATCH' && /"d\/small": mode 384 vs 420/.test(e.message));
+        await assert.rejects(work.openToc(otherTarSplit), (e: Error & { code?: string }) => e.code === 'DIGEST_MISMATCH' && /tar-split digest mismatch/.test(e.message));
+        const { tree } = await work.openToc(intact);
+        assert.equal(tree.meta.diffSize, good.diffSize, `${threads} thread(s)`);
+        assert.deepEqual(listing(tree), listing(LayerTree.fromToc(good.toc)));
+      } finally {
+        await work.close();
+      }
+    }
   });
 
   it('is built on a worker, kept on disk with the tar-split, and loaded back only when intact', async () => {

@@ -86,12 +86,13 @@ export class WorkerPool {
   }
 
   /**
-   * Start workers up to the pool's size before tasks come: a worker takes ~120 ms to start here (loading its
-   * modules), which then overlaps the I/O the first task waits for. Idle ones exit after idleExitMs as usual.
+   * Start workers up to `count` (at most the pool's size) before tasks come: a worker takes ~120 ms to start here
+   * (loading its modules), which then overlaps the I/O the first task waits for. Idle ones exit after idleExitMs
+   * as usual.
    */
-  prewarm(): void {
+  prewarm(count = this.opts.size): void {
     if (this.closed) return;
-    while (this.slots.length < this.opts.size) this.idle(this.spawn());
+    while (this.slots.length < Math.min(count, this.opts.size)) this.idle(this.spawn());
   }
 
   /** Workers running now. */

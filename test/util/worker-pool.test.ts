@@ -23,6 +23,8 @@ describe('util: worker pool', function () {
 
   it('starts its workers ahead of tasks when asked, and lets them exit when no task comes', async () => {
     const p = pool({ idleExitMs: 200 });
+    p.prewarm(1);
+    assert.equal(p.workers, 1, 'as many as asked');
     p.prewarm();
     assert.equal(p.workers, 2, 'both started at once');
     p.prewarm();

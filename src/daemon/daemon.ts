@@ -106,7 +106,7 @@ export async function startDaemon(cfg: Config, logger: Logger = createLogger(cfg
   }
   const seen = new SeenRegistries(join(cfg.root, 'registries.json'));
   const resolver = new Resolver({
-    client, cache, blobDir: join(cfg.root, 'blobs'), indexDir: join(cfg.root, 'index'), readaheadBytes: cfg.readaheadBytes, dirPrefetchBytes: cfg.dirPrefetchBytes, nearbyBytes: cfg.nearbyPrefetchBytes, wholeFileBytes: cfg.wholeFileBytes,
+    client, cache, blobDir: join(cfg.root, 'blobs'), indexDir: join(cfg.root, 'index'), readaheadBytes: cfg.readaheadBytes, dirPrefetchBytes: cfg.dirPrefetchBytes, nearbyBytes: cfg.nearbyPrefetchBytes, nearbyMaxBytes: cfg.nearbyPrefetchMaxBytes, wholeFileBytes: cfg.wholeFileBytes,
     logger: logger.child({ component: 'store' }), scheduler, stop: stop.signal, failureTtlMs: cfg.failureTtlSeconds * 1000,
     backgroundFetch: cfg.backgroundFetch, proof: cfg.diffidProof, accessDir: join(cfg.root, 'access'), proofDir: join(cfg.root, 'proven'),
     fetchTimeoutMs: cfg.fetchTimeoutSeconds * 1000, onFetch: metrics.onFetch,

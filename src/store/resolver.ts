@@ -124,6 +124,8 @@ export interface ResolverOptions {
   dirPrefetchBytes?: number;
   /** See ContentOptions.nearbyBytes. */
   nearbyBytes?: number;
+  /** See ContentOptions.nearbyMaxBytes. */
+  nearbyMaxBytes?: number;
   /** See ContentOptions.wholeFileBytes. */
   wholeFileBytes?: number;
   logger?: ContentLogger & { info(obj: object, msg: string): void };
@@ -451,6 +453,7 @@ export class Resolver {
       name, ...(this.opts.readaheadBytes !== undefined ? { readaheadBytes: this.opts.readaheadBytes } : {}),
       ...(this.opts.dirPrefetchBytes !== undefined ? { dirPrefetchBytes: this.opts.dirPrefetchBytes } : {}),
       ...(this.opts.nearbyBytes !== undefined ? { nearbyBytes: this.opts.nearbyBytes } : {}),
+      ...(this.opts.nearbyMaxBytes !== undefined ? { nearbyMaxBytes: this.opts.nearbyMaxBytes } : {}),
       ...(this.opts.wholeFileBytes !== undefined ? { wholeFileBytes: this.opts.wholeFileBytes } : {}),
       ...(this.opts.logger ? { logger: this.opts.logger } : {}),
       ...(this.opts.fetchTimeoutMs !== undefined ? { fetchTimeoutMs: this.opts.fetchTimeoutMs } : {}),

@@ -231,6 +231,36 @@ describe('layer: content', () => {
     assert.deepEqual(hinted.asked, [[{ start: at.start, end: at.end }]], 'guided: the miss alone');
   });
 
+  it('with nearbyMaxBytes, the neighbour window doubles at a miss after neighbours were read, and halves back when none were', async () => {
+    const fx = loadFixtures().find((f) => f.name === 'many-files')!;
+    const { tree, blob } = await openFixture(fx);
+    const files: number[] = [];
+    for (let n = 0; n < tree.nodeCount; n++) if (tree.isRegular(n) && tree.chunkCount(n) > 0 && !tree.chunkRange(n, 0).zeros) files.push(n);
+    const window = 2048;
+    const { src, content } = counted(tree, blob, fx.name, { nearbyBytes: window, nearbyMaxBytes: 4 * window });
+    const startOf = (n: number) => tree.chunkRange(n, 0).start;
+    // How far after the missed file the neighbour request of call `k` reaches: where its last range starts.
+    const reach = (k: number, n: number) => Math.max(...src.asked[k]!.map((r) => r.start)) - tree.chunkRange(n, tree.chunkCount(n) - 1).end;
+    const first = files[Math.floor(files.length / 4)]!;
+    await readWhole(tree, content, first);
+    assert.equal(src.calls, 2, 'the miss and its neighbours');
+    assert.ok(reach(1, first) <= window, 'at first the window is nearbyBytes');
+    const neighbour = files.find((n) => n > first && startOf(n) < startOf(first) + window && !src.asked[0]!.some((r) => r.start === startOf(n)))!;
+    await readWhole(tree, content, neighbour);
+    assert.equal(src.calls, 2, 'a neighbour read is a hit');
+    // A miss far from there, with a file between 1× and 2× the window after it.
+    const second = files.find((n) => startOf(n) > startOf(first) + 8 * window && files.some((m) => startOf(m) > tree.chunkRange(n, 0).end + window && startOf(m) < tree.chunkRange(n, 0).end + 2 * window))!;
+    assert.ok(second !== undefined, 'the fixture has room for a wider window');
+    await readWhole(tree, content, second);
+    assert.equal(src.calls, 4);
+    assert.ok(reach(3, second) > window && reach(3, second) <= 2 * window, `after a neighbour was read, the window doubled (reached ${reach(3, second)})`);
+    // Another miss with none of those neighbours read: back to nearbyBytes.
+    const third = files.find((n) => startOf(n) > startOf(second) + 16 * window)!;
+    await readWhole(tree, content, third);
+    assert.equal(src.calls, 6);
+    assert.ok(reach(5, third) <= window, `with no neighbour read since, the window halved (reached ${reach(5, third)})`);
+  });
+
   it('with wholeFileBytes, a miss anywhere in a file brings the rest of it in a few batched requests', async () => {
     const fx = loadFixtures().find((f) => f.name === 'big-chunked')!;
     const { tree, blob } = await openFixture(fx);

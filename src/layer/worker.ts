@@ -52,6 +52,8 @@ async function openToc(input: { sections: LayerSections; files?: IndexFiles; por
     annotations: s.annotations, tocZ: asBuffer(s.tocZ), ...(s.tarSplitZ ? { tarSplitZ: asBuffer(s.tarSplitZ) } : {}),
   };
   const facts = input.port ? factsFrom(input.port) : undefined;
+  // Not awaited when the TOC fails first: closing the port then rejects it, which must not crash this worker.
+  facts?.catch(() => {});
   let toc: LayerToc;
   let plan: TreePlan | undefined;
   let diffSize: number | undefined;

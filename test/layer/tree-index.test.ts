@@ -67,9 +67,15 @@ describe('layer: tree index (the binary tree kept per TOC digest and shared acro
     const modeChanged = await tamper((t) => { t.entries.find((e) => e.name === 'd/small' && e.type === 'reg')!.mode = 0o600; });
     const otherTarSplit = await tamper((t) => { t.tarSplitDigest = `sha256:${'1'.repeat(64)}`; });
     const intact = await tamper(() => {});
+    // A TOC that fails before its tar-split's answer is awaited (here: no tarSplitDigest, so the layer is refused).
+    const noTarSplitDigest = await tamper((t) => { delete t.tarSplitDigest; });
     for (const threads of [1, 2]) {
       const work = new LayerWork({ threads });
       try {
+        await assert.rejects(work.openToc(noTarSplitDigest), (e: Error & { code?: string }) => e.code === 'NO_TARSPLIT');
+        const workers = work.stats.workers;
+        await new Promise((r) => setTimeout(r, 200));
+        assert.equal(work.stats.workers, workers, 'the unawaited tar-split answer did not take a worker down');
         await assert.rejects(work.openToc(modeChanged), (e: Error & { code?: string }) => e.code === 'TARSPLIT_MISMATCH' && /"d\/small": mode 384 vs 420/.test(e.message));
         await assert.rejects(work.openToc(otherTarSplit), (e: Error & { code?: string }) => e.code === 'DIGEST_MISMATCH' && /tar-split digest mismatch/.test(e.message));
         const { tree } = await work.openToc(intact);

@@ -121,7 +121,7 @@ export class WorkerPool {
     const slot: Slot = { worker, pending: new Map() };
     this.slots.push(slot);
     worker.on('message', (m: FromWorker) => this.onMessage(slot, m));
-    worker.on('error', (err: Error & { code?: string }) => this.ended(slot, err));
+    worker.on('error', (err: Error & { code?: string }) => this.ended(slot, err, true));
     worker.on('exit', (code) => this.ended(slot, new Error(`exited with code ${code}`)));
     worker.unref();
     return slot;
@@ -163,12 +163,17 @@ export class WorkerPool {
     }
   }
 
-  private ended(slot: Slot, err: Error & { code?: string }): void {
+  /** A worker is gone: exited (idle, or terminated), or `failed` (an uncaught error, also between tasks). */
+  private ended(slot: Slot, err: Error & { code?: string }, failed = false): void {
     const i = this.slots.indexOf(slot);
     if (i < 0) return;
     this.slots.splice(i, 1);
     if (slot.idleTimer) clearTimeout(slot.idleTimer);
-    if (slot.pending.size === 0) return;
+    if (slot.pending.size === 0) {
+      // No task lost, but a worker that fails between tasks is a bug worth seeing in status.
+      if (failed) this.stats.crashes++;
+      return;
+    }
     this.stats.crashes++;
     const oom = err.code === 'ERR_WORKER_OUT_OF_MEMORY';
     const limit = this.opts.resourceLimits?.maxOldGenerationSizeMb;

@@ -76,6 +76,7 @@ describe('layer: tree index (the binary tree kept per TOC digest and shared acro
         const workers = work.stats.workers;
         await new Promise((r) => setTimeout(r, 200));
         assert.equal(work.stats.workers, workers, 'the unawaited tar-split answer did not take a worker down');
+        assert.equal(work.stats.crashes, 0);
         await assert.rejects(work.openToc(modeChanged), (e: Error & { code?: string }) => e.code === 'TARSPLIT_MISMATCH' && /"d\/small": mode 384 vs 420/.test(e.message));
         await assert.rejects(work.openToc(otherTarSplit), (e: Error & { code?: string }) => e.code === 'DIGEST_MISMATCH' && /tar-split digest mismatch/.test(e.message));
         const { tree } = await work.openToc(intact);

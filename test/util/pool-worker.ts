@@ -10,6 +10,10 @@ serveTasks({
     return { value: sum };
   }) as (input: never, ctx: TaskContext) => Promise<TaskResult>,
   crash: (() => { process.exit(3); }) as (input: never) => TaskResult,
+  crashLater: (() => {
+    setTimeout(() => { throw new Error('failed after its task'); }, 20);
+    return { value: 'ok' };
+  }) as (input: never) => TaskResult,
   hog: (() => {
     const keep: number[][] = [];
     for (;;) keep.push(new Array<number>(1 << 20).fill(1));

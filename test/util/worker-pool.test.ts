@@ -52,6 +52,14 @@ describe('util: worker pool', function () {
     assert.equal(p.stats.crashes, 1);
   });
 
+  it('counts a worker that fails between tasks as a crash, though no task was lost', async () => {
+    const p = pool({ size: 1 });
+    assert.equal(await p.run('crashLater', {}), 'ok');
+    for (let i = 0; i < 50 && p.stats.crashes === 0; i++) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(p.stats.crashes, 1);
+    assert.equal(await p.run('double', { n: 5 }), 10, 'a new worker serves');
+  });
+
   it('turns a task beyond the heap limit into WORKER_OUT_OF_MEMORY, not a dead process', async () => {
     const p = pool({ size: 1, resourceLimits: { maxOldGenerationSizeMb: 32 } });
     await assert.rejects(p.run('hog', {}), (e: WorkerTaskError) => e.code === 'WORKER_OUT_OF_MEMORY' && /32 MiB heap/.test(e.message));

@@ -1,5 +1,21 @@
-/** Go's path.Clean: lexical, '/'-separated; "" becomes ".". */
+/** A spelling path.Clean leaves as it is: no empty, "." or ".." element, no trailing slash (but "/"). */
+const UNCLEAN = /\/\/|(^|\/)\.\.?(\/|$)/;
+function isClean(p: string): boolean {
+  return p !== '' && (p === '/' || (!p.endsWith('/') && !UNCLEAN.test(p)));
+}
+
+/**
+ * Go's path.Clean: lexical, '/'-separated; "" becomes ".". Names that are clean already, or clean behind one "./"
+ * (how tar-split spells every name), are returned without splitting: every TOC entry and tar-split line of every
+ * layer comes through here while podman waits for the lookup.
+ */
 export function goClean(p: string): string {
+  if (isClean(p)) return p;
+  if (p.startsWith('./') && p.charCodeAt(2) !== 0x2f && isClean(p.slice(2))) return p.slice(2);
+  return cleanSlowly(p);
+}
+
+function cleanSlowly(p: string): string {
   if (p === '') return '.';
   const rooted = p.startsWith('/');
   const out: string[] = [];

@@ -38,7 +38,7 @@ export interface ContentOptions {
   dirPrefetchBytes?: number;
   /**
    * On every miss, also fetch the small files (≤ NEARBY_FILE_MAX) stored within this many compressed bytes before and
-   * after the missed chunk in the blob (0: off), in the same request. A layer's tar keeps a package's files together,
+   * after the missed chunk in the blob (0: off), in the request beside the miss's own (see obtain). A layer's tar keeps a package's files together,
    * and a starting program reads a package's files together: bench:realworld's read sets, replayed against their
    * TOCs, need 47 round trips instead of 289 (node), 142 instead of 365 (python) with 512 KiB, for ~25 % more bytes.
    */
@@ -159,8 +159,13 @@ export class LayerContent {
   private wholeInflight = 0;
   /** Files a hint says are read only in part (see markReadInPart). */
   private readonly readInPart = new Set<number>();
-  /** The neighbour window now (see nearbyMaxBytes), the files fetched as neighbours and not read yet, and how many were read since the last miss. */
+  /**
+   * The neighbour window now, and its bounds (see nearbyMaxBytes). Only while they differ: the files fetched as
+   * neighbours and not read yet, and how many were read since the last miss.
+   */
   private nearbyWindow: number;
+  private readonly nearbyLeast: number;
+  private readonly nearbyMost: number;
   private readonly nearbyUnread = new Set<number>();
   private nearbyRead = 0;
   /**
@@ -185,7 +190,9 @@ export class LayerContent {
     this.maxChunk = opts.maxChunkBytes ?? MAX_CHUNK_DEFAULT;
     this.timeoutMs = opts.fetchTimeoutMs ?? 30_000;
     this.work = opts.work ?? layerWork();
-    this.nearbyWindow = opts.nearbyBytes ?? 0;
+    this.nearbyLeast = opts.nearbyBytes ?? 0;
+    this.nearbyMost = this.nearbyLeast > 0 ? Math.max(this.nearbyLeast, opts.nearbyMaxBytes ?? 0) : 0;
+    this.nearbyWindow = this.nearbyLeast;
   }
 
   /** One whole verified chunk (the DiffID proof asks for the chunks the disk cache lacks). */
@@ -376,9 +383,10 @@ export class LayerContent {
       if (!this.guided) {
         for (const { node: sibling, chunk } of this.siblings(node)) schedule(extra, chunk, sibling);
         if (own.length > 0) this.adaptNearby();
+        const adaptive = this.nearbyMost > this.nearbyLeast;
         for (const { node: near, chunk } of this.nearby(node, start, end)) {
           schedule(extra, chunk, near);
-          this.nearbyUnread.add(near);
+          if (adaptive) this.nearbyUnread.add(near);
         }
         // Bookkeeping only: a layer whose neighbours are never read must not grow it without bound.
         if (this.nearbyUnread.size > NEARBY_UNREAD_MAX) this.nearbyUnread.clear();
@@ -510,19 +518,18 @@ export class LayerContent {
 
   /** A miss: widen the neighbour window if the last one's neighbours were read, narrow it if none were. */
   private adaptNearby(): void {
-    const least = this.opts.nearbyBytes ?? 0;
-    const most = Math.max(least, this.opts.nearbyMaxBytes ?? least);
-    if (least > 0 && most > least) {
-      this.nearbyWindow = this.nearbyRead > 0 ? Math.min(this.nearbyWindow * 2, most) : Math.max(Math.floor(this.nearbyWindow / 2), least);
-    }
+    if (this.nearbyMost <= this.nearbyLeast) return;
+    this.nearbyWindow = this.nearbyRead > 0
+      ? Math.min(this.nearbyWindow * 2, this.nearbyMost)
+      : Math.max(Math.floor(this.nearbyWindow / 2), this.nearbyLeast);
     this.nearbyRead = 0;
   }
 
   /**
-   * The chunks of small files stored within the neighbour window (nearbyBytes, see nearbyMaxBytes) before `start` and after `end` in the blob that are neither
-   * local nor on their way nor read already (see ContentOptions.nearbyBytes). Node numbers follow the TOC, which
-   * follows the blob, so the neighbours are found by walking node numbers away from `node` until one lies beyond
-   * the window (a TOC in another order only makes the walk find fewer).
+   * The chunks of small files stored within the neighbour window (ContentOptions.nearbyBytes, nearbyMaxBytes) before
+   * `start` and after `end` in the blob that are neither local nor on their way nor read already. Node numbers follow
+   * the TOC, which follows the blob, so the neighbours are found by walking node numbers away from `node` until one
+   * lies beyond the window (a TOC in another order only makes the walk find fewer).
    */
   private nearby(node: number, start: number, end: number): { node: number; chunk: ChunkView }[] {
     const window = this.nearbyWindow;

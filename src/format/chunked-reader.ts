@@ -94,7 +94,7 @@ export async function layerFromSections(sections: LayerSections): Promise<Chunke
   if (!a.tarSplit || !sections.tarSplitZ) throw noTarSplitSection();
   const tsZ = sections.tarSplitZ;
   checkTarSplitDigest(toc, a, sha256Digest(tsZ));
-  const tarSplit = decodeTarSplit(decompressFrames(tsZ, declaredBound(a.tarSplit.uncompressed, MAX_TARSPLIT_TEXT), 'tar-split').toString('utf8'));
+  const tarSplit = decodeTarSplitSection(tsZ, a.tarSplit);
   await ensureTocMatchesTarSplit(toc, tarSplit);
   layer.tarSplit = tarSplit;
   layer.diffSize = tarSizeFromTarSplit(tarSplit);
@@ -121,8 +121,7 @@ export async function tarSplitFacts(tsZ: Uint8Array, a: ChunkedAnnotations): Pro
   const digest = sha256Digest(tsZ);
   try {
     if (!a.tarSplit) throw noTarSplitSection();
-    const text = decompressFrames(tsZ, declaredBound(a.tarSplit.uncompressed, MAX_TARSPLIT_TEXT), 'tar-split').toString('utf8');
-    const tarSplit = decodeTarSplit(text);
+    const tarSplit = decodeTarSplitSection(tsZ, a.tarSplit);
     return { digest, headers: await headersFromTarSplit(tarSplit), diffSize: tarSizeFromTarSplit(tarSplit) };
   } catch (err) {
     const e = err as Error & { code?: unknown };
@@ -143,6 +142,11 @@ export function checkTarSplitFacts(toc: LayerToc, a: ChunkedAnnotations, facts: 
   }
   ensureTocMatchesHeaders(toc, facts.headers);
   return facts.diffSize;
+}
+
+/** The entries of a compressed tar-split section, decompressed no further than its annotation declares. */
+function decodeTarSplitSection(tsZ: Uint8Array, section: BlobSection): TarSplitEntry[] {
+  return decodeTarSplit(decompressFrames(tsZ, declaredBound(section.uncompressed, MAX_TARSPLIT_TEXT), 'tar-split').toString('utf8'));
 }
 
 function noTarSplitSection(): Error {

@@ -136,6 +136,27 @@ function abortedError(op: Operation, started: number): RegistryError {
 }
 
 /**
+ * Call `fn` once Date.now() has reached `deadline`; returns a cancel function. A plain setTimeout can fire a
+ * millisecond before it by Date.now() (timers run on the monotonic clock, deadlines on the wall clock), and an
+ * early fire would let a nested wait's timeout race ahead of the operation's own and name the wrong operation,
+ * or be taken for an ordinary failure by the retry loop's `Date.now() >= deadline` test.
+ */
+function atDeadline(deadline: number, fn: () => void, unref = false): () => void {
+  let timer: ReturnType<typeof setTimeout>;
+  const arm = (): void => {
+    const left = deadline - Date.now();
+    if (left <= 0) {
+      fn();
+      return;
+    }
+    timer = setTimeout(arm, left);
+    if (unref) timer.unref();
+  };
+  arm();
+  return () => clearTimeout(timer);
+}
+
+/**
  * Settle with `work`, or fail at the operation's deadline or on its abort, whichever comes first. The work
  * itself is left to end on its own (requests carry the same deadline); this is what makes the bound hold even
  * where undici cannot be interrupted (a request queued for a connection, a TCP or TLS handshake).
@@ -154,9 +175,9 @@ export function bounded<T>(work: Promise<T>, op: Operation, started = Date.now()
   }
   return new Promise<T>((resolve, reject) => {
     const onAbort = (): void => { done(); reject(abortedError(op, started)); };
-    const timer = deadline === undefined ? undefined : setTimeout(() => { done(); reject(timeout()); }, deadline - Date.now());
+    const cancelTimer = deadline === undefined ? undefined : atDeadline(deadline, () => { done(); reject(timeout()); });
     function done(): void {
-      clearTimeout(timer);
+      cancelTimer?.();
       signal?.removeEventListener('abort', onAbort);
     }
     signal?.addEventListener('abort', onAbort, { once: true });
@@ -264,6 +285,14 @@ export interface HttpTransportOptions {
   userAgent?: string;
 }
 
+/**
+ * How long after the deadline undici's own header timer is set to fire. The operation's deadline is enforced
+ * by `bounded` (exact, Node timers); undici's timer only frees the connection afterwards. Undici runs timers of
+ * a second or more on a coarse clock that fires up to half a second off, and one firing before the deadline
+ * turned a timeout into "failed after 1 attempt: Headers Timeout Error" (seen in CI).
+ */
+const UNDICI_TIMER_MARGIN_MS = 1000;
+
 /** Pools per origin; `request` only — redirects are the caller's business. */
 export class HttpTransport {
   readonly timeouts: Timeouts;
@@ -307,15 +336,15 @@ export class HttpTransport {
       headers: { 'user-agent': this.#userAgent, ...opts.headers },
       body: opts.body ?? null,
       signal: opts.signal,
-      headersTimeout: deadline === undefined ? this.timeouts.headersMs : Math.max(1, Math.min(this.timeouts.headersMs, deadline - Date.now())),
+      headersTimeout: deadline === undefined ? this.timeouts.headersMs
+        : Math.max(1, Math.min(this.timeouts.headersMs, deadline - Date.now() + UNDICI_TIMER_MARGIN_MS)),
       bodyTimeout: this.timeouts.bodyIdleMs,
     });
     if (deadline !== undefined) {
       const left = deadline - Date.now();
       const body = res.body;
-      const timer = setTimeout(() => body.destroy(new DeadlineError(left)), Math.max(1, left));
-      timer.unref();
-      body.once('close', () => clearTimeout(timer));
+      const cancel = atDeadline(deadline, () => body.destroy(new DeadlineError(left)), true);
+      body.once('close', cancel);
     }
     return Object.assign(res, { url });
   }

@@ -1,6 +1,6 @@
 import { isDigest, sha256Digest, type Digest } from '../util/index.js';
 import { formatError } from './errors.js';
-import type { TocDocument, TocEntry } from './metadata.js';
+import { MAX_TOC_ENTRIES, type TocDocument, type TocEntry } from './metadata.js';
 import { cleanAbsPath, hasDotDot } from './paths.js';
 import type { TarTime, TocEntryType } from './tar.js';
 
@@ -58,7 +58,7 @@ export interface LayerToc {
 
 /** Limits that keep a hostile TOC from costing unbounded memory or producing unservable names. */
 export const LIMITS = {
-  maxEntries: 4_000_000,
+  maxEntries: MAX_TOC_ENTRIES,
   maxPathBytes: 4096,
   maxNameBytes: 255,
   maxXattrValue: 65536,

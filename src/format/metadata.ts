@@ -121,11 +121,25 @@ function tocError(msg: string): Error {
   return formatError('TOC_INVALID', `invalid TOC: ${msg}`);
 }
 
+/** Most entries a TOC may have (LIMITS.maxEntries): bounds what a hostile TOC or tar-split can make us hold. */
+export const MAX_TOC_ENTRIES = 4_000_000;
+
+/**
+ * Most objects and arrays a TOC's JSON may hold: one object per entry, one more for its xattrs, and a few around.
+ * Counted before JSON.parse, which cannot be interrupted: 150 MiB of "{}," made a TOC worker parse 50 M objects
+ * and collect garbage at its heap limit for over ten minutes.
+ */
+const MAX_TOC_CONTAINERS = 2 * MAX_TOC_ENTRIES + 16;
+
 /**
  * Parse TOC JSON the way c/storage's unmarshalToc does: keys matched case-insensitively, unknown keys skipped,
  * typed values enforced, trailing data rejected (JSON.parse does), `entries: null` accepted.
  */
 export function decodeToc(json: string): TocDocument {
+  if (exceedsCount(json, ['{', '['], MAX_TOC_CONTAINERS)) {
+    throw tocError(`more than ${MAX_TOC_CONTAINERS} JSON objects and arrays (a TOC has one per entry, one more for its xattrs, ` +
+      `for at most ${MAX_TOC_ENTRIES} entries); podman pulls this layer normally`);
+  }
   let raw: unknown;
   try {
     raw = JSON.parse(json);
@@ -143,6 +157,7 @@ export function decodeToc(json: string): TocDocument {
       case 'entries':
         if (v === null) break;
         if (!Array.isArray(v)) throw tocError('"entries" is not an array');
+        if (v.length > MAX_TOC_ENTRIES) throw tocError(`${v.length} entries exceed the limit of ${MAX_TOC_ENTRIES}`);
         doc.entries = v.map((x, i) => decodeEntry(x, i));
         break;
       case 'tarsplitdigest':
@@ -154,6 +169,17 @@ export function decodeToc(json: string): TocDocument {
     }
   }
   return doc;
+}
+
+/** Whether `text` holds more than `max` of the given characters in all (stops counting past `max`). */
+function exceedsCount(text: string, chars: readonly string[], max: number): boolean {
+  let n = 0;
+  for (const c of chars) {
+    for (let i = text.indexOf(c); i >= 0; i = text.indexOf(c, i + 1)) {
+      if (++n > max) return true;
+    }
+  }
+  return false;
 }
 
 function decodeEntry(x: unknown, index: number): TocEntry {

@@ -73,19 +73,25 @@ export class LayerWork {
     const tocZ = Buffer.from(sections.tocZ);
     const tarSplitZ = sections.tarSplitZ ? Buffer.from(sections.tarSplitZ) : undefined;
     let port: MessagePort | undefined;
+    let side: Promise<unknown> | undefined;
     if (tarSplitZ) {
       const channel = new MessageChannel();
       port = channel.port1;
       const copy = Buffer.from(tarSplitZ);
-      // Its outcome reaches openToc through the port (a worker that dies closes it); nothing to await here.
-      this.toc.run('tarSplitFacts', { annotations: sections.annotations, tarSplitZ: copy, port: channel.port2 }, {
+      // Its findings reach openToc through the port; its failure is only read if openToc hears nothing (below).
+      side = this.toc.run('tarSplitFacts', { annotations: sections.annotations, tarSplitZ: copy, port: channel.port2 }, {
         transfer: [...transferable(copy), channel.port2],
-      }).catch(() => {});
+      });
+      side.catch(() => {});
     }
-    const r = await this.toc.run<{ buffer: SharedArrayBuffer; saved: boolean }>('openToc', {
-      sections: { annotations: sections.annotations, tocZ, ...(tarSplitZ ? { tarSplitZ } : {}) }, ...(files ? { files } : {}), ...(port ? { port } : {}),
-    }, { transfer: [...transferable(tocZ), ...(tarSplitZ ? transferable(tarSplitZ) : []), ...(port ? [port] : [])] });
-    return { tree: new LayerTree(adoptTreeIndex(r.buffer)), saved: r.saved };
+    try {
+      const r = await this.toc.run<{ buffer: SharedArrayBuffer; saved: boolean }>('openToc', {
+        sections: { annotations: sections.annotations, tocZ, ...(tarSplitZ ? { tarSplitZ } : {}) }, ...(files ? { files } : {}), ...(port ? { port } : {}),
+      }, { transfer: [...transferable(tocZ), ...(tarSplitZ ? transferable(tarSplitZ) : []), ...(port ? [port] : [])] });
+      return { tree: new LayerTree(adoptTreeIndex(r.buffer)), saved: r.saved };
+    } catch (err) {
+      throw await sideFailure(err, side) ?? err;
+    }
   }
 
   /**
@@ -197,6 +203,15 @@ export class LayerWork {
 let shared: LayerWork | undefined;
 
 /** The process's LayerWork (created on first use; the daemon closes it when it stops). */
+/**
+ * When openToc failed only because the tar-split task never answered, that task's own failure, which says why
+ * (its worker ran out of heap on a hostile tar-split, or died); undefined otherwise.
+ */
+async function sideFailure(err: unknown, side: Promise<unknown> | undefined): Promise<unknown> {
+  if (!side || (err as { code?: unknown } | null)?.code !== 'TARSPLIT_UNANSWERED') return undefined;
+  return side.then(() => undefined, (e: unknown) => e);
+}
+
 export function layerWork(): LayerWork {
   shared ??= new LayerWork();
   return shared;

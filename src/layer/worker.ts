@@ -91,11 +91,14 @@ async function openToc(input: { sections: LayerSections; files?: IndexFiles; por
   return { value: { buffer: index.buffer, saved } };
 }
 
-/** What the tarSplitFacts task posts on `port`; rejects if its worker ends without posting. */
+/**
+ * What the tarSplitFacts task posts on `port`; rejects if its worker ends without posting (TARSPLIT_UNANSWERED:
+ * LayerWork.openToc then reports why that task ended).
+ */
 function factsFrom(port: MessagePort): Promise<TarSplitFacts> {
   return new Promise((resolve, reject) => {
     port.once('message', (m: TarSplitFacts) => resolve(m));
-    port.once('close', () => reject(new TocfsError('WORKER_FAILED', 'the worker reading the tar-split ended before it answered')));
+    port.once('close', () => reject(new TocfsError('TARSPLIT_UNANSWERED', 'the worker reading the tar-split ended before it answered')));
   });
 }
 

@@ -420,7 +420,7 @@ export class Resolver {
         const code = (err as TocfsError).code;
         // Bytes that do not hash to the annotated digest may be a response damaged on the way: one more try.
         if (attempt === 0 && code === 'DIGEST_MISMATCH') continue;
-        const why = code === 'WORKER_OUT_OF_MEMORY' ? `its TOC is too large to process (${(err as Error).message}); podman pulls it normally` : (err as Error).message;
+        const why = code === 'WORKER_OUT_OF_MEMORY' ? `its TOC or tar-split is too large to process (${(err as Error).message}); podman pulls it normally` : (err as Error).message;
         throw new NotServable(code ?? 'TOC_INVALID', `${what}: ${why}`, { cause: err });
       }
     }

@@ -194,6 +194,18 @@ describe('format: hostile TOCs, tar-splits and annotations', function () {
       );
     });
 
+    it('counts a TOC\'s objects and arrays before parsing it, and refuses more than two per allowed entry', async () => {
+      // 8 M "{}" in 24 MB, and no valid JSON after them: refused for the count, so JSON.parse never ran (it cannot
+      // be interrupted; 150 MiB of "{}" kept a TOC worker busy for over ten minutes).
+      const json = `{"entries":[${'{},'.repeat(8_000_017)}not json`;
+      await assert.rejects(open(json), formatErr('TOC_INVALID', /more than 8000016 JSON objects and arrays .* 4000000 entries/));
+    });
+
+    it('rejects a TOC with more entries than allowed before decoding them', async () => {
+      const json = `{"entries":[${'0,'.repeat(4_000_000)}0]}`; // not objects: decoding any would fail differently
+      await assert.rejects(open(json), formatErr('TOC_INVALID', /4000001 entries exceed the limit of 4000000/));
+    });
+
     it('rejects a TOC that is not zstd (with a valid digest)', async () => {
       const garbage = Buffer.from('this is not a zstd frame at all, but its digest is right');
       const toc = { offset: s.data.length + 8, compressed: garbage.length, uncompressed: 1000 };
@@ -517,6 +529,11 @@ describe('format: hostile tar-splits (authenticated by the TOC, but malformed)',
       await assert.rejects(openWith(text()), formatErr(code, msg));
     });
   }
+
+  it('counts the lines before parsing any, and refuses more than two per allowed TOC entry', async () => {
+    // Not JSON at all: had a line been parsed first, the error would say so.
+    await assert.rejects(openWith('x\n'.repeat(8_004_097)), formatErr('TARSPLIT_INVALID', /more than 8004096 lines/));
+  });
 
   it('accepts trailing bytes after the end-of-archive blocks (the writer keeps them for the DiffID)', async () => {
     const v = await openWith(encode([...lines, { type: 'segment', payload: Buffer.from('trailing junk') }]));

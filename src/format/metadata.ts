@@ -172,7 +172,8 @@ export function decodeToc(json: string): TocDocument {
 }
 
 /** Whether `text` holds more than `max` of the given characters in all (stops counting past `max`). */
-function exceedsCount(text: string, chars: readonly string[], max: number): boolean {
+export function exceedsCount(text: string, chars: readonly string[], max: number): boolean {
+  if (max < 0) return true;
   let n = 0;
   for (const c of chars) {
     for (let i = text.indexOf(c); i >= 0; i = text.indexOf(c, i + 1)) {

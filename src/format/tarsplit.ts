@@ -3,7 +3,7 @@ import type { Digest } from '../util/index.js';
 import { Crc64 } from './crc64.js';
 import { formatError } from './errors.js';
 import { goQuote } from './gojson.js';
-import { entryFromHeader, MAX_TOC_ENTRIES, type TocEntry } from './metadata.js';
+import { entryFromHeader, exceedsCount, MAX_TOC_ENTRIES, type TocEntry } from './metadata.js';
 import { goClean } from './paths.js';
 import { blockPadding, isValidUtf8, readEntryHeader } from './tar.js';
 
@@ -54,7 +54,7 @@ function tsError(line: number, msg: string): Error {
  * of heap once parsed, so without this a few hundred KiB of compressed "{}" lines would fill a TOC worker's heap
  * for a minute (45 M lines: 75 s and 4 GB of memory before the worker ran out).
  */
-export const MAX_TARSPLIT_LINES = 2 * MAX_TOC_ENTRIES + 4096;
+const MAX_TARSPLIT_LINES = 2 * MAX_TOC_ENTRIES + 4096;
 
 /** An absent payload: one shared empty buffer rather than one per line. */
 const EMPTY = Buffer.alloc(0);
@@ -80,15 +80,9 @@ export function decodeTarSplit(text: string): TarSplitEntry[] {
   return out;
 }
 
-/** Whether `text` has more than `max` lines (a last line without "\n" counts). */
+/** Whether `text` has more than `max` lines: its "\n"s, and a last line without one. */
 function hasMoreLines(text: string, max: number): boolean {
-  let n = 0;
-  for (let start = 0; start < text.length; n++) {
-    if (n === max) return true;
-    const end = text.indexOf('\n', start);
-    start = end < 0 ? text.length : end + 1;
-  }
-  return false;
+  return exceedsCount(text, ['\n'], text === '' || text.endsWith('\n') ? max : max - 1);
 }
 
 function decodeLine(l: string, line: number, seen: Set<string>): TarSplitEntry {

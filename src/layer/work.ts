@@ -200,9 +200,6 @@ export class LayerWork {
   }
 }
 
-let shared: LayerWork | undefined;
-
-/** The process's LayerWork (created on first use; the daemon closes it when it stops). */
 /**
  * When openToc failed only because the tar-split task never answered, that task's own failure, which says why
  * (its worker ran out of heap on a hostile tar-split, or died); undefined otherwise.
@@ -212,6 +209,9 @@ async function sideFailure(err: unknown, side: Promise<unknown> | undefined): Pr
   return side.then(() => undefined, (e: unknown) => e);
 }
 
+let shared: LayerWork | undefined;
+
+/** The process's LayerWork (created on first use; the daemon closes it when it stops). */
 export function layerWork(): LayerWork {
   shared ??= new LayerWork();
   return shared;

@@ -143,13 +143,9 @@ function abortedError(op: Operation, started: number): RegistryError {
  */
 function atDeadline(deadline: number, fn: () => void, unref = false): () => void {
   let timer: ReturnType<typeof setTimeout>;
+  // `fn` always runs from a timer, never inside this call: callers cancel through the function returned here.
   const arm = (): void => {
-    const left = deadline - Date.now();
-    if (left <= 0) {
-      fn();
-      return;
-    }
-    timer = setTimeout(arm, left);
+    timer = setTimeout(() => (Date.now() >= deadline ? fn() : arm()), Math.max(0, deadline - Date.now()));
     if (unref) timer.unref();
   };
   arm();

@@ -23,6 +23,17 @@ describe('registry: http deadlines', () => {
     assert.match(err.message, /reading bytes 0-9 of blob b/);
   });
 
+  it('times out with its own error when the deadline passes between its check and its timer', async () => {
+    const base = realNow();
+    let calls = 0;
+    // Before the deadline for the check on entry, past it from then on.
+    Date.now = () => (++calls <= 2 ? base : base + 100);
+    const never = new Promise<never>(() => undefined);
+    const err = await bounded(never, { what: 'reading bytes 0-9 of blob b', host: 'h', limits: { deadline: base + 1 } }).then(
+      () => assert.fail('a promise that never settles cannot succeed'), (e: unknown) => e);
+    assert.ok(err instanceof RegistryTimeoutError, String(err));
+  });
+
   it('settles with the work when it ends before the deadline', async () => {
     const got = await bounded(Promise.resolve(7), { what: 'w', host: 'h', limits: { deadline: Date.now() + 1000 } });
     assert.equal(got, 7);
